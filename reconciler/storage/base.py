@@ -1,0 +1,117 @@
+"""The storage protocol every backend implements.
+
+A ``Storage`` is rooted at one repository folder (``<location>/<name>/``).
+Keys are relative, ``/``-separated paths inside it, e.g.
+``backups/20261125T120000Z-1a2b3c/manifest.json``. Backends translate their
+library's exceptions into ``reconciler.errors`` types at this boundary.
+
+Guarantees every backend gives:
+
+* ``write_atomic`` and ``open_write`` commit under the final key only when the
+  whole object is written (temporary name, then rename); a reader never sees a
+  partial object under its final key, and an aborted write leaves at most a
+  temporary object whose name contains ``TEMP_MARKER``.
+* ``create_exclusive`` fails with ``ObjectExistsError`` when the key exists,
+  atomically with respect to other processes and hosts.
+* Reads stream: ``open_read`` returns a binary file object; memory does not
+  grow with object size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol, runtime_checkable
+
+TEMP_MARKER = ".tmp-"
+"""Part of the name of every temporary object; staging cleanup looks for it."""
+
+CHUNK_SIZE = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One name directly inside a folder."""
+
+    name: str
+    is_dir: bool
+    size: int
+
+
+class ObjectWriter(Protocol):
+    def write(self, data: bytes | memoryview, /) -> int: ...
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """A folder of objects on some backend."""
+
+    @property
+    def description(self) -> str:
+        """Where this is, for messages: 'local folder /srv/backups/region-west'."""
+        ...
+
+    def ensure_root(self) -> None:
+        """Create the root folder (and parents) if missing.
+
+        Raises StorageError subclasses when that is not possible."""
+        ...
+
+    def root_exists(self) -> bool: ...
+
+    def read(self, key: str) -> bytes:
+        """The whole content of a small object. Raises ObjectNotFoundError."""
+        ...
+
+    def open_read(self, key: str) -> AbstractContextManager[BinaryIO]:
+        """A streaming reader. Raises ObjectNotFoundError."""
+        ...
+
+    def write_atomic(self, key: str, data: bytes) -> None:
+        """Write a small object all at once, replacing any previous one atomically."""
+        ...
+
+    def open_write(self, key: str) -> AbstractContextManager[ObjectWriter]:
+        """A streaming writer that commits atomically when the block exits cleanly.
+
+        On an exception inside the block, the temporary object is removed and the
+        final key is untouched."""
+        ...
+
+    def create_exclusive(self, key: str, data: bytes) -> None:
+        """Create a small object; raises ObjectExistsError if the key exists."""
+        ...
+
+    def size(self, key: str) -> int:
+        """Size in bytes. Raises ObjectNotFoundError."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def list_dir(self, key: str) -> list[Entry]:
+        """Names directly inside a folder ('' is the root), sorted by name.
+
+        A missing folder gives an empty list."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Delete one object; a missing object is not an error."""
+        ...
+
+    def delete_tree(self, key: str) -> None:
+        """Delete a folder and everything in it; a missing folder is not an error."""
+        ...
+
+
+def iter_chunks(stream: BinaryIO, size: int = CHUNK_SIZE) -> Iterator[bytes]:
+    """Yield a stream's content in chunks of at most ``size`` bytes."""
+    while True:
+        chunk = stream.read(size)
+        if not chunk:
+            return
+        yield chunk
+
+
+def parent_of(key: str) -> str:
+    return key.rsplit("/", 1)[0] if "/" in key else ""

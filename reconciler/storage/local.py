@@ -1,0 +1,170 @@
+"""Local-folder storage: the embedded default."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO, NoReturn
+
+from reconciler.errors import (
+    ObjectExistsError,
+    ObjectNotFoundError,
+    PermissionDeniedError,
+    StorageError,
+    StorageFullError,
+    UnreachableError,
+)
+from reconciler.storage.base import Entry, ObjectWriter
+from reconciler.storage.keys import check_key, temp_name_for
+
+
+class LocalStorage:
+    """A repository folder on a local (or locally mounted) file system."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+
+    @property
+    def description(self) -> str:
+        return f"local folder {self._root}"
+
+    def _path(self, key: str) -> Path:
+        return self._root.joinpath(*check_key(key))
+
+    def _fail(self, exc: OSError, what: str) -> NoReturn:
+        raise translate_os_error(exc, what) from exc
+
+    def ensure_root(self) -> None:
+        try:
+            self._root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self._fail(exc, f"cannot create the repository folder {self._root}")
+
+    def root_exists(self) -> bool:
+        return self._root.is_dir()
+
+    def read(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except OSError as exc:
+            self._fail(exc, f"cannot read {self._path(key)}")
+
+    @contextmanager
+    def open_read(self, key: str) -> Iterator[BinaryIO]:
+        path = self._path(key)
+        try:
+            stream = path.open("rb")
+        except OSError as exc:
+            self._fail(exc, f"cannot read {path}")
+        with stream:
+            yield stream
+
+    def write_atomic(self, key: str, data: bytes) -> None:
+        with self.open_write(key) as out:
+            out.write(data)
+
+    @contextmanager
+    def open_write(self, key: str) -> Iterator[ObjectWriter]:
+        path = self._path(key)
+        temp = path.with_name(temp_name_for(path.name))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            stream = temp.open("xb")
+        except OSError as exc:
+            self._fail(exc, f"cannot write {path}")
+        try:
+            with stream:
+                yield stream
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temp, path)
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            self._fail(exc, f"cannot write {path}")
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+
+    def create_exclusive(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError as exc:
+            raise ObjectExistsError(f"{path} already exists") from exc
+        except OSError as exc:
+            self._fail(exc, f"cannot create {path}")
+        try:
+            with os.fdopen(fd, "wb") as stream:
+                stream.write(data)
+                stream.flush()
+                os.fsync(stream.fileno())
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            self._fail(exc, f"cannot write {path}")
+
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except OSError as exc:
+            self._fail(exc, f"cannot read {self._path(key)}")
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).exists()
+
+    def list_dir(self, key: str) -> list[Entry]:
+        path = self._path(key)
+        try:
+            with os.scandir(path) as entries:
+                found = [
+                    Entry(e.name, e.is_dir(), 0 if e.is_dir() else e.stat().st_size)
+                    for e in entries
+                ]
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            self._fail(exc, f"cannot list {path}")
+        return sorted(found, key=lambda e: e.name)
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            self._fail(exc, f"cannot delete {path}")
+
+    def delete_tree(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            shutil.rmtree(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            self._fail(exc, f"cannot delete {path}")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def translate_os_error(exc: OSError, what: str) -> StorageError:
+    """Map an OSError to the most specific StorageError, with a user sentence."""
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOENT:
+        return ObjectNotFoundError(f"{what}: it does not exist")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFullError(f"{what}: no space left on the device")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return PermissionDeniedError(f"{what}: {reason.lower()}")
+    if exc.errno in (errno.ENOTDIR, errno.EISDIR):
+        return UnreachableError(f"{what}: a path component is not a folder")
+    return StorageError(f"{what}: {reason.lower()}")

@@ -1,0 +1,84 @@
+"""In-memory storage for unit tests: no I/O, and it counts what is read and written."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import BinaryIO
+
+from reconciler.errors import ObjectExistsError, ObjectNotFoundError
+from reconciler.storage.base import Entry, ObjectWriter
+from reconciler.storage.keys import check_key
+
+
+class MemoryStorage:
+    def __init__(self, name: str = "memory") -> None:
+        self._name = name
+        self.objects: dict[str, bytes] = {}
+        self.created = False
+        self.reads = 0
+        self.writes = 0
+
+    @property
+    def description(self) -> str:
+        return f"in-memory storage {self._name}"
+
+    def ensure_root(self) -> None:
+        self.created = True
+
+    def root_exists(self) -> bool:
+        return self.created or bool(self.objects)
+
+    def read(self, key: str) -> bytes:
+        check_key(key)
+        self.reads += 1
+        try:
+            return self.objects[key]
+        except KeyError:
+            raise ObjectNotFoundError(f"{key} does not exist in {self.description}") from None
+
+    @contextmanager
+    def open_read(self, key: str) -> Iterator[BinaryIO]:
+        yield io.BytesIO(self.read(key))
+
+    def write_atomic(self, key: str, data: bytes) -> None:
+        check_key(key)
+        self.writes += 1
+        self.objects[key] = bytes(data)
+
+    @contextmanager
+    def open_write(self, key: str) -> Iterator[ObjectWriter]:
+        buffer = io.BytesIO()
+        yield buffer
+        self.write_atomic(key, buffer.getvalue())
+
+    def create_exclusive(self, key: str, data: bytes) -> None:
+        if key in self.objects:
+            raise ObjectExistsError(f"{key} already exists in {self.description}")
+        self.write_atomic(key, data)
+
+    def size(self, key: str) -> int:
+        return len(self.read(key))
+
+    def exists(self, key: str) -> bool:
+        return key in self.objects
+
+    def list_dir(self, key: str) -> list[Entry]:
+        prefix = "/".join(check_key(key))
+        prefix = prefix + "/" if prefix else ""
+        found: dict[str, Entry] = {}
+        for name, data in self.objects.items():
+            if not name.startswith(prefix):
+                continue
+            head, sep, _ = name[len(prefix) :].partition("/")
+            found[head] = Entry(head, bool(sep), 0 if sep else len(data))
+        return [found[n] for n in sorted(found)]
+
+    def delete(self, key: str) -> None:
+        self.objects.pop(key, None)
+
+    def delete_tree(self, key: str) -> None:
+        prefix = key.rstrip("/") + "/"
+        for name in [n for n in self.objects if n.startswith(prefix)]:
+            del self.objects[name]

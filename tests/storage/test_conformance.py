@@ -1,0 +1,146 @@
+"""One behaviour suite for every storage backend (see conftest for the list)."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+
+import pytest
+
+from reconciler.errors import ObjectExistsError, ObjectNotFoundError
+from reconciler.storage.base import TEMP_MARKER, Storage
+from tests.storage.conftest import StorageFactory
+
+
+def test_written_object_reads_back_identically(storage: Storage) -> None:
+    storage.write_atomic("a/b/object.bin", b"\x00hello\xff")
+    assert storage.read("a/b/object.bin") == b"\x00hello\xff"
+    assert storage.size("a/b/object.bin") == 7
+    assert storage.exists("a/b/object.bin")
+
+
+def test_write_atomic_replaces_existing_object(storage: Storage) -> None:
+    storage.write_atomic("settings.json", b"old")
+    storage.write_atomic("settings.json", b"new content")
+    assert storage.read("settings.json") == b"new content"
+
+
+def test_missing_object_raises_not_found(storage: Storage) -> None:
+    with pytest.raises(ObjectNotFoundError):
+        storage.read("nope.json")
+    with pytest.raises(ObjectNotFoundError):
+        with storage.open_read("nope.json"):
+            pass
+    assert not storage.exists("nope.json")
+
+
+def test_list_dir_shows_files_and_folders_sorted(storage: Storage) -> None:
+    storage.write_atomic("top.json", b"1")
+    storage.write_atomic("backups/b2/manifest.json", b"22")
+    storage.write_atomic("backups/b1/manifest.json", b"333")
+    storage.write_atomic("backups/b1/data.enc", b"4444")
+    root = {e.name: e for e in storage.list_dir("")}
+    assert set(root) == {"top.json", "backups"}
+    assert root["backups"].is_dir and not root["top.json"].is_dir
+    assert root["top.json"].size == 1
+    assert [e.name for e in storage.list_dir("backups")] == ["b1", "b2"]
+    assert [(e.name, e.size) for e in storage.list_dir("backups/b1")] == [
+        ("data.enc", 4),
+        ("manifest.json", 3),
+    ]
+    assert storage.list_dir("missing-folder") == []
+
+
+def test_delete_and_delete_tree_tolerate_missing(storage: Storage) -> None:
+    storage.write_atomic("backups/b1/x", b"x")
+    storage.write_atomic("backups/b1/sub/y", b"y")
+    storage.write_atomic("keep", b"k")
+    storage.delete("backups/b1/x")
+    assert not storage.exists("backups/b1/x")
+    storage.delete("backups/b1/x")
+    storage.delete_tree("backups/b1")
+    assert storage.list_dir("backups") == []
+    storage.delete_tree("backups/b1")
+    assert storage.read("keep") == b"k"
+
+
+def test_large_object_streams_in_and_out(storage: Storage) -> None:
+    block = os.urandom(1 << 20)
+    digest = hashlib.sha256()
+    with storage.open_write("big.bin") as out:
+        for i in range(24):
+            piece = bytes([i]) + block[1:]
+            digest.update(piece)
+            out.write(piece)
+    assert storage.size("big.bin") == 24 << 20
+    check = hashlib.sha256()
+    with storage.open_read("big.bin") as stream:
+        while chunk := stream.read(3 << 20):
+            check.update(chunk)
+    assert check.hexdigest() == digest.hexdigest()
+
+
+def test_object_is_invisible_until_the_write_completes(storage: Storage) -> None:
+    with storage.open_write("backups/b1/manifest.json") as out:
+        out.write(b"partial")
+        assert not storage.exists("backups/b1/manifest.json")
+    assert storage.read("backups/b1/manifest.json") == b"partial"
+
+
+def test_failed_write_leaves_previous_object_and_no_final_key(storage: Storage) -> None:
+    storage.write_atomic("catalog.json", b"v1")
+    with pytest.raises(RuntimeError), storage.open_write("catalog.json") as out:
+        out.write(b"v2-partial")
+        raise RuntimeError("source failed")
+    assert storage.read("catalog.json") == b"v1"
+    with pytest.raises(RuntimeError), storage.open_write("new.json") as out:
+        out.write(b"partial")
+        raise RuntimeError("source failed")
+    assert not storage.exists("new.json")
+    assert not [e for e in storage.list_dir("") if TEMP_MARKER in e.name]
+
+
+def test_names_with_spaces_and_non_ascii_letters(storage: Storage) -> None:
+    key = "dir with space/Grüße – ĳ 名前.json"
+    storage.write_atomic(key, "ünïcödé".encode())
+    assert storage.read(key) == "ünïcödé".encode()
+    assert [e.name for e in storage.list_dir("dir with space")] == ["Grüße – ĳ 名前.json"]
+
+
+def test_create_exclusive_refuses_an_existing_key(storage: Storage) -> None:
+    storage.create_exclusive("lock.json", b"first")
+    with pytest.raises(ObjectExistsError):
+        storage.create_exclusive("lock.json", b"second")
+    assert storage.read("lock.json") == b"first"
+
+
+def _race(factory: StorageFactory, who: int, barrier: object, results: object) -> None:
+    store = factory()
+    barrier.wait()  # type: ignore[attr-defined]
+    try:
+        store.create_exclusive("lock.json", str(who).encode())
+        results.put(who)  # type: ignore[attr-defined]
+    except ObjectExistsError:
+        results.put(-1)  # type: ignore[attr-defined]
+
+
+def test_exactly_one_of_two_racing_processes_creates_the_lock(
+    storage: Storage, storage_factory: StorageFactory
+) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    for round_ in range(5):
+        storage.delete("lock.json")
+        barrier = ctx.Barrier(2)
+        results = ctx.Queue()
+        procs = [
+            ctx.Process(target=_race, args=(storage_factory, who, barrier, results))
+            for who in (1, 2)
+        ]
+        for p in procs:
+            p.start()
+        outcomes = sorted(results.get(timeout=60) for _ in procs)
+        for p in procs:
+            p.join(timeout=60)
+        assert outcomes[0] == -1 and outcomes[1] in (1, 2), f"round {round_}: {outcomes}"
+        assert storage.read("lock.json") == str(outcomes[1]).encode()
