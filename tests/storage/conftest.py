@@ -1,14 +1,15 @@
 """Backends the storage conformance suite runs against.
 
 Each backend is a picklable factory so that tests can open the same storage
-from another process (exclusive-create races). A backend whose server is
-needed registers itself here with a fixture that starts that server.
+from another process (exclusive-create races). A backend that needs a server
+defines a fixture named ``<backend>_storage_factory`` in its own module under
+``tests/storage/`` (starting that server), and is listed in BACKENDS.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,12 @@ import pytest
 
 from reconciler.storage.base import Storage
 from reconciler.storage.local import LocalStorage
+
+StorageFactory = Callable[[], Storage]
+
+# One entry per backend; each names a fixture that yields a StorageFactory
+# for a fresh, empty repository folder.
+BACKENDS = ["local"]
 
 
 @dataclass(frozen=True)
@@ -26,16 +33,15 @@ class LocalFactory:
         return LocalStorage(self.root)
 
 
-StorageFactory = Callable[[], Storage]
+@pytest.fixture
+def local_storage_factory(tmp_path: Path) -> StorageFactory:
+    return LocalFactory(tmp_path / "repo" / f"r-{secrets.token_hex(3)}")
 
 
-@pytest.fixture(params=["local"])
-def storage_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StorageFactory]:
-    name = request.param
-    if name == "local":
-        yield LocalFactory(tmp_path / "repo" / f"r-{secrets.token_hex(3)}")
-    else:  # pragma: no cover - a new backend forgot to add its branch
-        raise AssertionError(f"unknown backend {name}")
+@pytest.fixture(params=BACKENDS)
+def storage_factory(request: pytest.FixtureRequest) -> StorageFactory:
+    factory: StorageFactory = request.getfixturevalue(f"{request.param}_storage_factory")
+    return factory
 
 
 @pytest.fixture
