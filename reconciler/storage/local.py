@@ -78,7 +78,7 @@ class LocalStorage:
             self._fail(exc, f"cannot write {path}")
         try:
             with stream:
-                yield stream
+                yield _TranslatingWriter(stream, path)
                 stream.flush()
                 os.fsync(stream.fileno())
             os.replace(temp, path)
@@ -146,6 +146,21 @@ class LocalStorage:
             return
         except OSError as exc:
             self._fail(exc, f"cannot delete {path}")
+
+
+class _TranslatingWriter:
+    """A file writer whose OSErrors surface as StorageError at once, so that code
+    between a source and the storage never mistakes a full disk for a bad source."""
+
+    def __init__(self, stream: BinaryIO, path: Path) -> None:
+        self._stream = stream
+        self._path = path
+
+    def write(self, data: bytes | memoryview, /) -> int:
+        try:
+            return self._stream.write(data)
+        except OSError as exc:
+            raise translate_os_error(exc, f"cannot write {self._path}") from exc
 
 
 def _fsync_dir(path: Path) -> None:

@@ -1,0 +1,1 @@
+"""Making backups (engine) and reading them back (restore, verify)."""

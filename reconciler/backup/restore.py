@@ -1,0 +1,268 @@
+"""Cloud recovery: decrypt a backup with the offline private key and restore it.
+
+Nothing is put in place until every selected source has been read, verified
+and written in full to a staging folder beside its target; only then is each
+moved into place by rename. A failure leaves the targets as they were.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from reconciler.backup.pipeline import open_object
+from reconciler.crypto.envelope import unwrap_data_key
+from reconciler.crypto.keys import PrivateKey
+from reconciler.errors import IntegrityError, RestoreError, WrongKeyError
+from reconciler.repository.records import BackupRecord, SourceResult, SourceStatus, object_key
+from reconciler.repository.store import Repository
+from reconciler.sources.command import run_restore_command
+from reconciler.sources.files import restore_tree
+from reconciler.sources.sqlite import restore_database
+from reconciler.spec.model import (
+    BackupConfiguration,
+    CommandSource,
+    Source,
+    SqliteSource,
+)
+from reconciler.storage.base import CHUNK_SIZE
+
+STAGING_PREFIX = ".backupctl-restore-"
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    to: Path | None
+    """Restore under this folder (``DIR/<source>/``), or in place when None."""
+    sources: tuple[str, ...]
+    """Source names to restore; empty means every source the backup holds."""
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class RestoredSource:
+    name: str
+    target: str
+    bytes: int
+
+
+def select_sources(record: BackupRecord, names: tuple[str, ...]) -> list[SourceResult]:
+    """The source results to restore. Raises RestoreError for unknown or failed sources."""
+    by_name = {s.name: s for s in record.sources}
+    if not names:
+        chosen = [s for s in record.sources if s.status is SourceStatus.SUCCEEDED]
+        if not chosen:
+            raise RestoreError(f"backup {record.id} holds no successfully backed-up source")
+        return chosen
+    chosen = []
+    for name in names:
+        result = by_name.get(name)
+        if result is None:
+            known = ", ".join(by_name) or "none"
+            raise RestoreError(f"backup {record.id} has no source named {name!r} (it has: {known})")
+        if result.status is not SourceStatus.SUCCEEDED or result.object is None:
+            raise RestoreError(
+                f"source {name} failed in backup {record.id} and cannot be restored: {result.error}"
+            )
+        chosen.append(result)
+    return chosen
+
+
+def data_key_for(
+    record: BackupRecord, keys: list[PrivateKey], key_thumbprints: dict[str, str]
+) -> bytes:
+    """Unwrap ``record``'s data key with whichever of ``keys`` it was wrapped to.
+
+    ``key_thumbprints`` maps public-key SHA-256 to certificate thumbprint (from
+    the repository's key history) so a wrong key can be named. Raises WrongKeyError."""
+    wrapped = record.wrapped_key
+    if wrapped is None:
+        raise IntegrityError(f"the manifest of backup {record.id} holds no wrapped data key")
+    for key in keys:
+        if key.public_key_sha256 == wrapped.public_key_sha256:
+            return unwrap_data_key(wrapped, key)
+    offered = "; ".join(
+        f"{k.path} belongs to certificate"
+        f" {key_thumbprints.get(k.public_key_sha256, 'unknown to this repository')}"
+        for k in keys
+    )
+    raise WrongKeyError(
+        f"backup {record.id} was encrypted to certificate {record.key_thumbprint}, but the key"
+        f" given does not match it ({offered})"
+    )
+
+
+def restore_backup(
+    repository: Repository,
+    config: BackupConfiguration,
+    record: BackupRecord,
+    data_key: bytes,
+    request: RestoreRequest,
+    on_source: Callable[[str], None] | None = None,
+) -> list[RestoredSource]:
+    """Restore ``request.sources`` of ``record``; return where each went.
+
+    Raises RestoreError (target unusable), IntegrityError (damaged data),
+    StorageError, SourceError (a restore command failed)."""
+    chosen = select_sources(record, request.sources)
+    plans = [_target_plan(config, record, result, request) for result in chosen]
+    for plan in plans:
+        plan.check_free(request.force)
+    done: list[RestoredSource] = []
+    staged: list[tuple[_TargetPlan, Path]] = []
+    try:
+        for plan in plans:
+            if on_source:
+                on_source(plan.result.name)
+            staged.append((plan, plan.stage(repository, record, data_key)))
+        for plan, staging in staged:
+            done.append(plan.commit(staging))
+    finally:
+        for plan, staging in staged:
+            plan.discard(staging)
+    return done
+
+
+@dataclass
+class _TargetPlan:
+    result: SourceResult
+    source: Source | None
+    kind: str
+    target: Path | None
+    """Final path: a folder for files and for anything under --to, the database
+    file for an in-place sqlite restore; None for a restore command."""
+    file_name: str | None
+    """With --to, the name of the single file inside the target folder."""
+
+    def check_free(self, force: bool) -> None:
+        if self.target is None or force:
+            return
+        if _non_empty(self.target):
+            raise RestoreError(
+                f"the restore target {self.target} is not empty; use --force to replace it"
+            )
+
+    def stage(self, repository: Repository, record: BackupRecord, data_key: bytes) -> Path:
+        """Restore into a staging folder beside the target; return that folder."""
+        assert self.result.object is not None
+        key = object_key(record.id, self.result.object.name)
+        parent = self.target.parent if self.target is not None else Path(tempfile.gettempdir())
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=parent))
+        except OSError as exc:
+            raise RestoreError(f"cannot write to {parent}: {_reason(exc)}") from None
+        try:
+            with open_object(repository.storage, key, self.result.object, data_key) as plain:
+                self._write_staged(plain, staging / "out")
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise RestoreError(
+                f"cannot restore {self.result.name} into {parent}: {_reason(exc)}"
+            ) from None
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return staging
+
+    def _write_staged(self, plain: BinaryIO, out: Path) -> None:
+        if self.kind == "files":
+            restore_tree(plain, out)
+            return
+        if self.file_name is not None:
+            out.mkdir()
+            out = out / self.file_name
+        if self.kind == "sqlite":
+            restore_database(plain, out)
+        else:
+            with out.open("wb") as stream:
+                while chunk := plain.read(CHUNK_SIZE):
+                    stream.write(chunk)
+
+    def commit(self, staging: Path) -> RestoredSource:
+        staged = staging / "out"
+        if self.target is None:
+            assert isinstance(self.source, CommandSource) and self.source.restore is not None
+            with staged.open("rb") as stream:
+                run_restore_command(
+                    self.source.restore,
+                    self.source.timeout_seconds,
+                    stream,
+                    cwd=self.source.workdir,
+                )
+            command = " ".join(self.source.restore)
+            return RestoredSource(self.result.name, f"command {command}", self.result.content_bytes)
+        try:
+            _replace(staged, self.target)
+        except OSError as exc:
+            raise RestoreError(
+                f"cannot move the restored {self.result.name} to {self.target}: {_reason(exc)}"
+            ) from None
+        where = self.target / self.file_name if self.file_name else self.target
+        return RestoredSource(self.result.name, str(where), self.result.content_bytes)
+
+    def discard(self, staging: Path) -> None:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _target_plan(
+    config: BackupConfiguration, record: BackupRecord, result: SourceResult, request: RestoreRequest
+) -> _TargetPlan:
+    source = config.source(result.name)
+    if request.to is not None:
+        folder = request.to / result.name
+        if result.kind == "files":
+            return _TargetPlan(result, source, result.kind, folder, None)
+        if result.kind == "sqlite":
+            name = source.path.name if isinstance(source, SqliteSource) else f"{result.name}.db"
+            return _TargetPlan(result, source, result.kind, folder, name)
+        return _TargetPlan(result, source, result.kind, folder, f"{result.name}.dump")
+    if source is None or source.kind != result.kind:
+        raise RestoreError(
+            f"source {result.name} of backup {record.id} is not in the configuration as a"
+            f" {result.kind} source, so it has no place to restore to in place; use --to DIR"
+        )
+    if isinstance(source, CommandSource):
+        if source.restore is None:
+            raise RestoreError(
+                f"source {source.name} has no restore command in the configuration; use --to DIR"
+                " to get its dump"
+            )
+        return _TargetPlan(result, source, result.kind, None, None)
+    return _TargetPlan(result, source, result.kind, source.path, None)
+
+
+def _non_empty(path: Path) -> bool:
+    if path.is_dir() and not path.is_symlink():
+        return any(path.iterdir())
+    return path.exists() or path.is_symlink()
+
+
+def _replace(staged: Path, target: Path) -> None:
+    """Move ``staged`` to ``target``; an existing target is moved aside first and
+    removed only after the new one is in place."""
+    aside: Path | None = None
+    if target.exists() or target.is_symlink():
+        aside = target.with_name(f"{STAGING_PREFIX}old-{secrets.token_hex(4)}-{target.name}")
+        os.rename(target, aside)
+    try:
+        os.rename(staged, target)
+    except OSError:
+        if aside is not None:
+            os.rename(aside, target)
+        raise
+    if aside is not None:
+        if aside.is_dir() and not aside.is_symlink():
+            shutil.rmtree(aside)
+        else:
+            aside.unlink()
+
+
+def _reason(exc: OSError) -> str:
+    return (exc.strerror or str(exc)).lower()

@@ -1,0 +1,5 @@
+"""The ``backupctl`` command line."""
+
+from reconciler.cli.main import main
+
+__all__ = ["main"]

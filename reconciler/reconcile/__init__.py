@@ -1,0 +1,1 @@
+"""The reconcile loop: observe the storage, plan the difference, apply it."""

@@ -1,0 +1,274 @@
+"""Apply: execute a plan's actions in order, one outcome each.
+
+An action never raises out of ``apply_plan``: a failure becomes an outcome
+(kopf-style), later actions that depend on it are skipped rather than guessed,
+and the caller decides the exit code from the outcomes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+
+from reconciler.backup.engine import SourceEvent, run_backup
+from reconciler.errors import BackupctlError
+from reconciler.reconcile.actions import (
+    Action,
+    CleanupStaging,
+    InitRepository,
+    PruneBackups,
+    RotateCredentials,
+    RotateKey,
+    RunBackup,
+    UpdateSettings,
+)
+from reconciler.reconcile.plan import ConfigurationPlan
+from reconciler.reconcile.retention import select_prunable
+from reconciler.repository.credentials import fingerprint
+from reconciler.repository.records import (
+    AppliedSettings,
+    BackupRecord,
+    BackupStatus,
+    CredentialFingerprint,
+    KeyHistoryEntry,
+    backup_dir,
+    manifest_key,
+)
+from reconciler.repository.store import Repository
+from reconciler.spec.model import BackupConfiguration
+from reconciler.storage.factory import Credentials
+
+
+class OutcomeStatus(StrEnum):
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    action: Action
+    status: OutcomeStatus
+    message: str
+    backup: BackupRecord | None = None
+
+
+@dataclass(frozen=True)
+class ApplyContext:
+    repository: Repository
+    config: BackupConfiguration
+    now: datetime
+    """The plan's time: schedule, retention and new backups' creation time."""
+    real_now: datetime
+    credentials: Credentials | None
+    on_source: Callable[[SourceEvent], None] | None = None
+
+
+# Which earlier actions an action cannot do without.
+_DEPENDS_ON: dict[str, tuple[str, ...]] = {
+    "backup.run": ("repository.init", "key.rotate", "staging.cleanup"),
+    "backup.prune": ("repository.init", "staging.cleanup"),
+}
+
+
+def apply_plan(
+    plan: ConfigurationPlan,
+    context: ApplyContext,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> list[Outcome]:
+    """Execute every action of ``plan``; return one outcome per action."""
+    outcomes: list[Outcome] = []
+    failed: set[str] = set()
+    for action in plan.actions:
+        blockers = [
+            a for a in failed if a == "repository.init" or a in _DEPENDS_ON.get(action.name, ())
+        ]
+        if blockers:
+            outcome = Outcome(
+                action, OutcomeStatus.SKIPPED, f"skipped because {blockers[0]} failed"
+            )
+        else:
+            outcome = _execute(action, plan, context)
+        if outcome.status is not OutcomeStatus.DONE:
+            failed.add(action.name)
+        outcomes.append(outcome)
+        if on_outcome:
+            on_outcome(outcome)
+    return outcomes
+
+
+def _execute(action: Action, plan: ConfigurationPlan, context: ApplyContext) -> Outcome:
+    try:
+        if isinstance(action, InitRepository):
+            return _init(action, context)
+        if isinstance(action, UpdateSettings):
+            return _update_settings(action, context)
+        if isinstance(action, RotateCredentials):
+            return _rotate_credentials(action, context)
+        if isinstance(action, RotateKey):
+            return _rotate_key(action, context)
+        if isinstance(action, CleanupStaging):
+            return _cleanup(action, context)
+        if isinstance(action, RunBackup):
+            return _run(action, context)
+        return _prune(action, plan, context)
+    except BackupctlError as exc:
+        return Outcome(action, OutcomeStatus.FAILED, str(exc))
+
+
+def _settings(context: ApplyContext) -> AppliedSettings:
+    settings = context.repository.read_settings()
+    if settings is None:
+        raise BackupctlError(f"{context.repository.description} has no settings.json")
+    return settings
+
+
+def _credential_fingerprint(context: ApplyContext) -> CredentialFingerprint | None:
+    creds = context.credentials
+    return None if creds is None else fingerprint(creds.material, creds.principal)
+
+
+def _key_entry(context: ApplyContext) -> KeyHistoryEntry:
+    cert = context.config.encryption.certificate
+    return KeyHistoryEntry(
+        thumbprint=cert.thumbprint,
+        public_key_sha256=cert.public_key_sha256,
+        subject=cert.subject,
+        not_after=cert.not_after,
+        activated_at=context.now,
+        retired_at=None,
+    )
+
+
+def _init(action: InitRepository, context: ApplyContext) -> Outcome:
+    config = context.config
+    repository = context.repository
+    repository.storage.ensure_root()
+    settings = AppliedSettings(
+        schedule_enabled=config.schedule.enabled,
+        frequency_hours=config.schedule.frequency_hours,
+        retry_after_minutes=config.schedule.retry_after_minutes,
+        retention_days=config.retention.days,
+        min_backups=config.retention.min_backups,
+        verification_days=config.verification.frequency_days if config.verification else None,
+        active_key=config.encryption.certificate.thumbprint,
+        key_history=(_key_entry(context),),
+        credentials=_credential_fingerprint(context),
+        last_trigger="",
+    )
+    repository.write_settings(settings)
+    existing = repository.read_catalog()
+    repository.write_catalog(existing.backups)
+    # The format marker is written last: until it exists the repository does
+    # not, and an interrupted init is simply done again.
+    repository.write_format(context.now)
+    return Outcome(action, OutcomeStatus.DONE, f"initialized {repository.description}")
+
+
+def _update_settings(action: UpdateSettings, context: ApplyContext) -> Outcome:
+    config = context.config
+    settings = replace(
+        _settings(context),
+        schedule_enabled=config.schedule.enabled,
+        frequency_hours=config.schedule.frequency_hours,
+        retry_after_minutes=config.schedule.retry_after_minutes,
+        retention_days=config.retention.days,
+        min_backups=config.retention.min_backups,
+        verification_days=config.verification.frequency_days if config.verification else None,
+    )
+    context.repository.write_settings(settings)
+    changed = ", ".join(f"{c.field} {c.old} -> {c.new}" for c in action.changes)
+    return Outcome(action, OutcomeStatus.DONE, changed)
+
+
+def _rotate_credentials(action: RotateCredentials, context: ApplyContext) -> Outcome:
+    settings = replace(_settings(context), credentials=_credential_fingerprint(context))
+    context.repository.write_settings(settings)
+    return Outcome(action, OutcomeStatus.DONE, "recorded the new credential fingerprint")
+
+
+def _rotate_key(action: RotateKey, context: ApplyContext) -> Outcome:
+    settings = _settings(context)
+    history = tuple(
+        replace(k, retired_at=context.now) if k.retired_at is None else k
+        for k in settings.key_history
+        if k.thumbprint != action.to_thumbprint
+    )
+    settings = replace(
+        settings,
+        active_key=action.to_thumbprint,
+        key_history=(*history, _key_entry(context)),
+    )
+    context.repository.write_settings(settings)
+    return Outcome(
+        action,
+        OutcomeStatus.DONE,
+        f"new backups are encrypted to {action.to_thumbprint}; {action.backups_on_old_key}"
+        " backups stay on their keys",
+    )
+
+
+def _cleanup(action: CleanupStaging, context: ApplyContext) -> Outcome:
+    repository = context.repository
+    catalog = repository.read_catalog()
+    backups = {b.id: b for b in catalog.backups}
+    pending = set(catalog.pending_deletes)
+    for item in action.items:
+        if item.committed is not None:
+            backups[item.committed.id] = item.committed.summary()
+        elif item.backup_id is not None:
+            repository.storage.delete(manifest_key(item.backup_id))
+            repository.storage.delete_tree(backup_dir(item.backup_id))
+            backups.pop(item.backup_id, None)
+            pending.discard(item.backup_id)
+        elif item.path != "catalog.json":
+            repository.storage.delete(item.path)
+    repository.write_catalog(tuple(backups.values()), tuple(sorted(pending)))
+    return Outcome(action, OutcomeStatus.DONE, f"cleaned up {len(action.items)} leftovers")
+
+
+def _run(action: RunBackup, context: ApplyContext) -> Outcome:
+    record = run_backup(
+        context.repository, context.config, context.now, action.trigger, context.on_source
+    )
+    settings = _settings(context)
+    if settings.last_trigger != context.config.trigger:
+        context.repository.write_settings(replace(settings, last_trigger=context.config.trigger))
+    size = sum(s.size_bytes for s in record.sources)
+    summary = f"backup {record.id} {record.status} ({len(record.sources)} sources, {size} bytes)"
+    if record.status is BackupStatus.SUCCEEDED:
+        return Outcome(action, OutcomeStatus.DONE, summary, record)
+    failures = "; ".join(f"{s.name}: {s.error}" for s in record.sources if s.error)
+    return Outcome(action, OutcomeStatus.FAILED, f"{summary}: {failures}", record)
+
+
+def _prune(action: PruneBackups, plan: ConfigurationPlan, context: ApplyContext) -> Outcome:
+    repository = context.repository
+    catalog = repository.read_catalog()
+    # Re-evaluate against what is there now (the planned backup may have
+    # failed), and never delete more than the plan listed.
+    allowed = {
+        p.backup.id for p in select_prunable(catalog.backups, context.config.retention, context.now)
+    }
+    doomed = [p.backup.id for p in action.backups if p.backup.id in allowed]
+    kept_back = len(action.backups) - len(doomed)
+    if not doomed:
+        return Outcome(action, OutcomeStatus.DONE, _kept_message(kept_back))
+    remaining = tuple(b for b in catalog.backups if b.id not in doomed)
+    # Out of the catalog first (remembering them as pending), so that an
+    # interruption leaves work for staging.cleanup, never a listed backup
+    # whose data is half gone.
+    repository.write_catalog(remaining, (*catalog.pending_deletes, *doomed))
+    for backup_id in doomed:
+        repository.storage.delete(manifest_key(backup_id))
+        repository.storage.delete_tree(backup_dir(backup_id))
+    repository.write_catalog(remaining, catalog.pending_deletes)
+    message = f"deleted {len(doomed)} backup{'s' if len(doomed) != 1 else ''}: {', '.join(doomed)}"
+    if kept_back:
+        message += "; " + _kept_message(kept_back)
+    return Outcome(action, OutcomeStatus.DONE, message)
+
+
+def _kept_message(count: int) -> str:
+    return f"kept {count} planned for deletion, since retention no longer allows deleting them"

@@ -1,0 +1,121 @@
+"""Plans as people and programs read them: text, JSON (schemas/plan.schema.json), Markdown."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from reconciler.reconcile.actions import CleanupStaging, PruneBackups, RotateKey, UpdateSettings
+from reconciler.reconcile.plan import ConfigurationPlan
+from reconciler.timeutil import format_time
+
+PLAN_FORMAT_VERSION = 1
+
+_SYMBOL = {
+    "repository.init": "+",
+    "settings.update": "~",
+    "credentials.rotate": "~",
+    "key.rotate": "~",
+    "key.rewrap": "~",
+    "backups.migrate": "+",
+    "staging.cleanup": "-",
+    "backup.run": "+",
+    "backup.prune": "-",
+    "backup.verify": "?",
+}
+
+
+def plan_to_json(
+    plans: list[ConfigurationPlan], now: datetime, generated_at: datetime
+) -> dict[str, Any]:
+    return {
+        "formatVersion": PLAN_FORMAT_VERSION,
+        "generatedAt": format_time(generated_at),
+        "now": format_time(now),
+        "configurations": [
+            {
+                "name": p.name,
+                "storage": p.location,
+                "actions": [
+                    {"action": a.name, "reason": a.reason, **a.details()} for a in p.actions
+                ],
+            }
+            for p in plans
+        ],
+    }
+
+
+def render_json(plans: list[ConfigurationPlan], now: datetime, generated_at: datetime) -> str:
+    return json.dumps(plan_to_json(plans, now, generated_at), indent=2, sort_keys=False) + "\n"
+
+
+def _detail_lines(action: object) -> list[str]:
+    if isinstance(action, UpdateSettings):
+        return [f"{c.field}: {_show(c.old)} -> {_show(c.new)}" for c in action.changes]
+    if isinstance(action, RotateKey):
+        return [
+            f"key: {action.from_thumbprint} -> {action.to_thumbprint}",
+            f"{action.backups_on_old_key} existing backups stay on their keys",
+        ]
+    if isinstance(action, PruneBackups):
+        return [
+            f"{p.backup.id}  created {format_time(p.backup.created_at)}: {p.reason}"
+            for p in action.backups
+        ]
+    if isinstance(action, CleanupStaging):
+        return [f"{i.path}: {i.reason}" for i in action.items]
+    return []
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return "(none)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def render_text(plans: list[ConfigurationPlan]) -> str:
+    lines: list[str] = []
+    total = 0
+    for plan in plans:
+        lines.append(f"{plan.name}  ({plan.location})")
+        if not plan.actions:
+            lines.append("  no changes: the repository matches the configuration")
+        for action in plan.actions:
+            total += 1
+            lines.append(f"  {_SYMBOL.get(action.name, '*')} {action.name:<19} {action.reason}")
+            lines.extend(f"      {detail}" for detail in _detail_lines(action))
+        lines.append("")
+    count = len(plans)
+    noun = "configuration" if count == 1 else "configurations"
+    if total:
+        lines.append(f"Plan: {total} action{'s' if total != 1 else ''} in {count} {noun}.")
+    else:
+        lines.append(f"No changes in {count} {noun}.")
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(plans: list[ConfigurationPlan], now: datetime) -> str:
+    total = sum(len(p.actions) for p in plans)
+    lines = [f"## backupctl plan ({format_time(now)})", ""]
+    lines += ["| configuration | storage | actions |", "| --- | --- | --- |"]
+    for plan in plans:
+        summary = ", ".join(a.name for a in plan.actions) or "no changes"
+        lines.append(f"| `{plan.name}` | {_md(plan.location)} | {summary} |")
+    lines.append("")
+    for plan in plans:
+        if not plan.actions:
+            continue
+        lines += [f"### `{plan.name}`", ""]
+        for action in plan.actions:
+            lines.append(f"- **`{action.name}`**: {_md(action.reason)}")
+            lines.extend(f"  - {_md(detail)}" for detail in _detail_lines(action))
+        lines.append("")
+    lines.append(f"**{total} action{'s' if total != 1 else ''}** in {len(plans)} configuration(s).")
+    return "\n".join(lines) + "\n"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|")

@@ -1,0 +1,318 @@
+"""What the repository stores, as frozen dataclasses with a stable JSON form.
+
+Layout under ``<location>/<name>/``::
+
+    format.json                   format marker (name, version)
+    settings.json                 applied settings, key history, credential fingerprint
+    catalog.json                  summaries of every backup (rebuildable from manifests)
+    lock.json                     the writer lock
+    backups/<id>/manifest.json    a backup's commit record: exists => backup exists
+    backups/<id>/<source>.data    one encrypted object per source
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from reconciler.crypto.envelope import WrappedKey
+from reconciler.errors import IntegrityError
+from reconciler.timeutil import format_time, parse_time
+
+FORMAT_NAME = "backupctl-repository"
+FORMAT_VERSION = 1
+
+FORMAT_KEY = "format.json"
+SETTINGS_KEY = "settings.json"
+CATALOG_KEY = "catalog.json"
+LOCK_KEY = "lock.json"
+BACKUPS_DIR = "backups"
+MANIFEST_NAME = "manifest.json"
+
+
+def backup_dir(backup_id: str) -> str:
+    return f"{BACKUPS_DIR}/{backup_id}"
+
+
+def manifest_key(backup_id: str) -> str:
+    return f"{BACKUPS_DIR}/{backup_id}/{MANIFEST_NAME}"
+
+
+def object_key(backup_id: str, object_name: str) -> str:
+    return f"{BACKUPS_DIR}/{backup_id}/{object_name}"
+
+
+class BackupStatus(StrEnum):
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    PARTIALLY_SUCCEEDED = "PartiallySucceeded"
+    FAILED = "Failed"
+    CORRUPT = "Corrupt"
+
+
+class SourceStatus(StrEnum):
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One encrypted object of a backup: its name inside the backup folder, size, SHA-256."""
+
+    name: str
+    size_bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class SourceResult:
+    name: str
+    kind: str
+    status: SourceStatus
+    size_bytes: int
+    content_bytes: int
+    items: int
+    error: str | None
+    object: StoredObject | None
+
+
+@dataclass(frozen=True)
+class BackupRecord:
+    """A backup's manifest; the catalog holds the same without the wrapped key."""
+
+    id: str
+    configuration: str
+    status: BackupStatus
+    created_at: datetime
+    started_at: datetime
+    completed_at: datetime | None
+    trigger: str
+    key_thumbprint: str
+    sources: tuple[SourceResult, ...]
+    wrapped_key: WrappedKey | None = None
+    verified_at: datetime | None = None
+    verification_error: str | None = None
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(s.size_bytes for s in self.sources)
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.completed_at is None:
+            return None
+        return (self.completed_at - self.started_at).total_seconds()
+
+    def summary(self) -> BackupRecord:
+        return replace(self, wrapped_key=None)
+
+
+@dataclass(frozen=True)
+class KeyHistoryEntry:
+    thumbprint: str
+    public_key_sha256: str
+    subject: str
+    not_after: datetime
+    activated_at: datetime
+    retired_at: datetime | None
+
+
+@dataclass(frozen=True)
+class CredentialFingerprint:
+    """A salted scrypt hash of the storage credentials, never the credentials."""
+
+    algorithm: str
+    salt: str
+    hash: str
+    principal: str
+
+
+@dataclass(frozen=True)
+class AppliedSettings:
+    schedule_enabled: bool
+    frequency_hours: int
+    retry_after_minutes: int
+    retention_days: int
+    min_backups: int
+    verification_days: int | None
+    active_key: str
+    key_history: tuple[KeyHistoryEntry, ...]
+    credentials: CredentialFingerprint | None
+    last_trigger: str
+
+
+# ---------------------------------------------------------------- JSON forms
+
+
+def _time_or_none(value: datetime | None) -> str | None:
+    return None if value is None else format_time(value)
+
+
+def _parse_time_or_none(value: Any) -> datetime | None:
+    return None if value is None else parse_time(str(value))
+
+
+def record_to_json(record: BackupRecord) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": record.id,
+        "configuration": record.configuration,
+        "status": str(record.status),
+        "createdAt": format_time(record.created_at),
+        "startedAt": format_time(record.started_at),
+        "completedAt": _time_or_none(record.completed_at),
+        "trigger": record.trigger,
+        "keyThumbprint": record.key_thumbprint,
+        "sources": [
+            {
+                "name": s.name,
+                "kind": s.kind,
+                "status": str(s.status),
+                "sizeBytes": s.size_bytes,
+                "contentBytes": s.content_bytes,
+                "items": s.items,
+                "error": s.error,
+                "object": None
+                if s.object is None
+                else {
+                    "name": s.object.name,
+                    "sizeBytes": s.object.size_bytes,
+                    "sha256": s.object.sha256,
+                },
+            }
+            for s in record.sources
+        ],
+        "verifiedAt": _time_or_none(record.verified_at),
+        "verificationError": record.verification_error,
+    }
+    if record.wrapped_key is not None:
+        data["wrappedKey"] = record.wrapped_key.to_json()
+    return data
+
+
+def record_from_json(data: Any, where: str) -> BackupRecord:
+    """Raises IntegrityError naming ``where`` when ``data`` is not a valid record."""
+    try:
+        return BackupRecord(
+            id=str(data["id"]),
+            configuration=str(data["configuration"]),
+            status=BackupStatus(data["status"]),
+            created_at=parse_time(data["createdAt"]),
+            started_at=parse_time(data["startedAt"]),
+            completed_at=_parse_time_or_none(data.get("completedAt")),
+            trigger=str(data.get("trigger", "")),
+            key_thumbprint=str(data["keyThumbprint"]),
+            sources=tuple(
+                SourceResult(
+                    name=str(s["name"]),
+                    kind=str(s["kind"]),
+                    status=SourceStatus(s["status"]),
+                    size_bytes=int(s["sizeBytes"]),
+                    content_bytes=int(s.get("contentBytes", 0)),
+                    items=int(s.get("items", 0)),
+                    error=s.get("error"),
+                    object=None
+                    if s.get("object") is None
+                    else StoredObject(
+                        str(s["object"]["name"]),
+                        int(s["object"]["sizeBytes"]),
+                        str(s["object"]["sha256"]),
+                    ),
+                )
+                for s in data["sources"]
+            ),
+            wrapped_key=WrappedKey.from_json(data["wrappedKey"]) if "wrappedKey" in data else None,
+            verified_at=_parse_time_or_none(data.get("verifiedAt")),
+            verification_error=data.get("verificationError"),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise IntegrityError(f"{where} is damaged: {_field_problem(exc)}") from None
+
+
+def _field_problem(exc: Exception) -> str:
+    if isinstance(exc, KeyError):
+        return f"the field {exc.args[0]!r} is missing"
+    return "a field has an invalid value"
+
+
+def settings_to_json(settings: AppliedSettings) -> dict[str, Any]:
+    return {
+        "schedule": {
+            "enabled": settings.schedule_enabled,
+            "frequencyHours": settings.frequency_hours,
+            "retryAfterMinutes": settings.retry_after_minutes,
+        },
+        "retention": {"days": settings.retention_days, "minBackups": settings.min_backups},
+        "verification": {"frequencyDays": settings.verification_days},
+        "activeKey": settings.active_key,
+        "keyHistory": [
+            {
+                "thumbprint": k.thumbprint,
+                "publicKeySha256": k.public_key_sha256,
+                "subject": k.subject,
+                "notAfter": format_time(k.not_after),
+                "activatedAt": format_time(k.activated_at),
+                "retiredAt": _time_or_none(k.retired_at),
+            }
+            for k in settings.key_history
+        ],
+        "credentials": None
+        if settings.credentials is None
+        else {
+            "algorithm": settings.credentials.algorithm,
+            "salt": settings.credentials.salt,
+            "hash": settings.credentials.hash,
+            "principal": settings.credentials.principal,
+        },
+        "lastTrigger": settings.last_trigger,
+    }
+
+
+def settings_from_json(data: Any, where: str) -> AppliedSettings:
+    try:
+        credentials = data.get("credentials")
+        return AppliedSettings(
+            schedule_enabled=bool(data["schedule"]["enabled"]),
+            frequency_hours=int(data["schedule"]["frequencyHours"]),
+            retry_after_minutes=int(data["schedule"]["retryAfterMinutes"]),
+            retention_days=int(data["retention"]["days"]),
+            min_backups=int(data["retention"]["minBackups"]),
+            verification_days=data.get("verification", {}).get("frequencyDays"),
+            active_key=str(data["activeKey"]),
+            key_history=tuple(
+                KeyHistoryEntry(
+                    thumbprint=str(k["thumbprint"]),
+                    public_key_sha256=str(k["publicKeySha256"]),
+                    subject=str(k.get("subject", "")),
+                    not_after=parse_time(k["notAfter"]),
+                    activated_at=parse_time(k["activatedAt"]),
+                    retired_at=_parse_time_or_none(k.get("retiredAt")),
+                )
+                for k in data["keyHistory"]
+            ),
+            credentials=None
+            if credentials is None
+            else CredentialFingerprint(
+                algorithm=str(credentials["algorithm"]),
+                salt=str(credentials["salt"]),
+                hash=str(credentials["hash"]),
+                principal=str(credentials.get("principal", "")),
+            ),
+            last_trigger=str(data.get("lastTrigger", "")),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise IntegrityError(f"{where} is damaged: {_field_problem(exc)}") from None
+
+
+def dumps(data: Any) -> bytes:
+    """Deterministic JSON, so that unchanged state gives identical bytes."""
+    return (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+def loads(raw: bytes, where: str) -> Any:
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise IntegrityError(f"{where} is damaged: it is not valid JSON") from None
