@@ -39,8 +39,16 @@ class LocalStorage:
         raise translate_os_error(exc, what) from exc
 
     def ensure_root(self) -> None:
+        # The location itself must exist: creating it would hide an unmounted
+        # disk or share and fill the wrong file system.
+        location = self._root.parent
+        if not location.is_dir():
+            raise UnreachableError(
+                f"the storage location {location} does not exist or is not a folder;"
+                " create or mount it first"
+            )
         try:
-            self._root.mkdir(parents=True, exist_ok=True)
+            self._root.mkdir(exist_ok=True)
         except OSError as exc:
             self._fail(exc, f"cannot create the repository folder {self._root}")
 

@@ -60,6 +60,7 @@ class Workspace:
 def workspace(tmp_path: Path) -> Workspace:
     root = tmp_path / "ws"
     shutil.copytree(REPO / "examples", root / "examples", symlinks=True)
+    (root / ".backups").mkdir()
     return Workspace(root)
 
 

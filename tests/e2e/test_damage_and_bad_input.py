@@ -126,9 +126,18 @@ def test_folder_without_configuration_is_an_error(run: Runner, tmp_path: Path) -
 
 
 def test_storage_path_that_is_a_file_fails_clearly(workspace: Workspace, run: Runner) -> None:
+    (workspace.root / ".backups").rmdir()
     (workspace.root / ".backups").write_text("not a folder")
     result = run("apply", "-f", workspace.config)
-    assert_one_clear_error(result, ".backups")
+    assert_one_clear_error(result, ".backups", "not a folder")
+
+
+def test_missing_storage_location_is_not_created(workspace: Workspace, run: Runner) -> None:
+    """An unmounted backup disk must not silently become a folder on the root disk."""
+    (workspace.root / ".backups").rmdir()
+    result = run("apply", "-f", workspace.config)
+    assert_one_clear_error(result, ".backups", "does not exist")
+    assert not (workspace.root / ".backups").exists()
 
 
 def test_unreadable_source_makes_the_backup_partial_and_names_it(
