@@ -35,7 +35,8 @@ class LocalFactory:
 
 @pytest.fixture
 def local_storage_factory(tmp_path: Path) -> StorageFactory:
-    return LocalFactory(tmp_path / "repo" / f"r-{secrets.token_hex(3)}")
+    (tmp_path / "location").mkdir(exist_ok=True)
+    return LocalFactory(tmp_path / "location" / f"r-{secrets.token_hex(3)}")
 
 
 @pytest.fixture(params=BACKENDS)
