@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import functools
+import re
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -23,14 +26,21 @@ from reconciler.cli.common import (
 )
 from reconciler.cli.keys import keys
 from reconciler.cli.restore import restore
-from reconciler.errors import BackupctlError
+from reconciler.errors import BackupctlError, ConfigError, PlanError
 from reconciler.reconcile.apply import Outcome, OutcomeStatus
+from reconciler.reconcile.observe import ObservedState
 from reconciler.reconcile.plan import ConfigurationPlan
 from reconciler.reconcile.render import render_json, render_markdown, render_text
-from reconciler.reconcile.session import make_plan, prepare, reconcile
+from reconciler.reconcile.savedplan import (
+    SavedInputs,
+    read_plan_file,
+    stale_reason,
+    write_plan_file,
+)
+from reconciler.reconcile.session import Prepared, make_plan, prepare, reconcile
 from reconciler.repository.lock import read_lock
 from reconciler.repository.records import LOCK_KEY
-from reconciler.spec.model import SmbLocation
+from reconciler.spec.model import BackupConfiguration, SmbLocation
 from reconciler.spec.secrets import resolve_secret
 from reconciler.timeutil import now_utc
 
@@ -47,17 +57,56 @@ def cli(debug: bool) -> None:
 @click.option(
     "--resolve-secrets", is_flag=True, help="Also check that every secret reference resolves."
 )
+@click.option(
+    "--output",
+    type=click.Choice(["text", "github"]),
+    default="text",
+    show_default=True,
+    help="github: print errors as GitHub Actions annotations (::error file=...,line=...::).",
+)
 @handle_errors
-def validate(config_path: Path, resolve_secrets: bool) -> None:
+def validate(config_path: Path, resolve_secrets: bool, output: str) -> None:
     """Check configuration files: schema and semantics; touches no storage."""
-    configs = load(config_path)
-    if resolve_secrets:
-        for config in configs:
-            for ref in _secret_refs(config):
-                resolve_secret(ref)
+    try:
+        configs = load(config_path)
+        if resolve_secrets:
+            for config in configs:
+                for ref in _secret_refs(config):
+                    resolve_secret(ref)
+    except ConfigError as exc:
+        if output != "github":
+            raise
+        for line in str(exc).splitlines():
+            click.echo(github_annotation(line))
+        raise UserFacingExit(1) from None
     names = ", ".join(c.name for c in configs)
     plural = "s" if len(configs) != 1 else ""
     click.echo(f"{config_path}: {len(configs)} valid configuration{plural} ({names})")
+
+
+def github_annotation(problem: str) -> str:
+    """``file:line: message`` as a GitHub Actions error annotation."""
+    match = re.match(r"^(?P<file>[^:\n]+?):(?P<line>\d+): (?P<message>.*)$", problem)
+    if match is None:
+        file, _, message = problem.partition(": ")
+        return f"::error file={_escape_property(file)}::{_escape_data(message or problem)}"
+    file = match["file"]
+    try:
+        file = str(Path(file).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        pass
+    return (
+        f"::error file={_escape_property(file)},line={match['line']}::"
+        f"{_escape_data(match['message'])}"
+    )
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
 def _secret_refs(config: object) -> list:  # type: ignore[type-arg]
@@ -76,8 +125,35 @@ def _secret_refs(config: object) -> list:  # type: ignore[type-arg]
     return found
 
 
+def target_option(func: Any) -> Any:
+    return click.option(
+        "--target",
+        "targets",
+        multiple=True,
+        metavar="NAME",
+        help="Only this configuration (repeatable).",
+    )(func)
+
+
+def select_targets(
+    configs: list[BackupConfiguration], targets: tuple[str, ...], path: Path
+) -> list[BackupConfiguration]:
+    """The configurations ``--target`` names (all without it). Raises ConfigError."""
+    if not targets:
+        return configs
+    names = {c.name for c in configs}
+    unknown = [t for t in targets if t not in names]
+    if unknown:
+        raise ConfigError(
+            f"{path} has no configuration named {', '.join(map(repr, unknown))}"
+            f" (it has: {', '.join(sorted(names))})"
+        )
+    return [c for c in configs if c.name in targets]
+
+
 @cli.command()
 @config_option
+@target_option
 @click.option(
     "--output",
     "output",
@@ -86,63 +162,169 @@ def _secret_refs(config: object) -> list:  # type: ignore[type-arg]
     show_default=True,
 )
 @click.option(
+    "--out",
+    "out_file",
+    type=click.Path(path_type=Path),
+    help="Also save the plan to this file, for `backupctl apply PLANFILE`.",
+)
+@click.option(
     "--detailed-exitcode",
     is_flag=True,
     help="Exit 0 when there is nothing to do, 2 when changes are pending, 1 on error.",
 )
 @click.option("--now", type=TimeParam(), help="Evaluate schedule and retention as of this time.")
 @handle_errors
-def plan(config_path: Path, output: str, detailed_exitcode: bool, now: datetime | None) -> None:
+def plan(
+    config_path: Path,
+    targets: tuple[str, ...],
+    output: str,
+    out_file: Path | None,
+    detailed_exitcode: bool,
+    now: datetime | None,
+) -> None:
     """Show what apply would do now; changes nothing."""
-    configs = load(config_path)
+    configs = select_targets(load(config_path), targets, config_path)
     moment = now or now_utc()
-    plans: list[ConfigurationPlan] = []
+    entries = []
     failed = False
     for config in configs:
         try:
-            plans.append(make_plan(prepare(config), moment)[0])
+            prepared = prepare(config)
+            configuration_plan, observed = make_plan(prepared, moment)
         except BackupctlError as exc:
             echo_err(f"error: {config.name}: {exc}")
             failed = True
+            continue
+        entries.append((configuration_plan, config, observed, prepared.credentials))
+    plans = [e[0] for e in entries]
     if output == "json":
-        click.echo(render_json(plans, moment, now_utc()), nl=False)
+        click.echo(render_json(plans, moment), nl=False)
     elif output == "markdown":
         click.echo(render_markdown(plans, moment), nl=False)
     else:
         click.echo(render_text(plans), nl=False)
     if failed:
         raise UserFacingExit(1)
+    if out_file is not None:
+        write_plan_file(out_file, config_path, moment, entries)
+        echo_err(f"saved the plan to {out_file}; apply it with `backupctl apply {out_file}`")
     if detailed_exitcode and any(p.actions for p in plans):
         raise UserFacingExit(2)
 
 
 @cli.command()
-@config_option
+@click.argument("plan_file", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "-f",
+    "--file",
+    "config_path",
+    type=click.Path(path_type=Path),
+    help="A configuration file, or a folder of *.yaml/*.yml files.",
+)
+@target_option
 @click.option("--now", type=TimeParam(), help="Evaluate schedule and retention as of this time.")
 @handle_errors
-def apply(config_path: Path, now: datetime | None) -> None:
-    """Reconcile: make the storage match the configuration."""
-    configs = load(config_path)
+def apply(
+    plan_file: Path | None,
+    config_path: Path | None,
+    targets: tuple[str, ...],
+    now: datetime | None,
+) -> None:
+    """Reconcile: make the storage match the configuration (-f PATH), or apply a saved
+    plan exactly (PLANFILE)."""
+    if (plan_file is None) == (config_path is None):
+        fail("give either -f PATH (plan and apply now) or a PLANFILE saved by `plan --out`")
+    if plan_file is not None:
+        if targets or now:
+            fail("a saved plan is applied as it was made: --target and --now do not apply")
+        _apply_saved(plan_file)
+        return
+    assert config_path is not None
+    configs = select_targets(load(config_path), targets, config_path)
     moment = now or now_utc()
+    _apply_all([(config, prepare_or_none(config), None) for config in configs], moment)
+
+
+def prepare_or_none(config: BackupConfiguration) -> Prepared | BackupctlError:
+    try:
+        return prepare(config)
+    except BackupctlError as exc:
+        return exc
+
+
+Check = Callable[[ConfigurationPlan, ObservedState], None]
+
+
+def _apply_all(
+    work: list[tuple[BackupConfiguration, Prepared | BackupctlError, Check | None]],
+    moment: datetime,
+) -> None:
     failed = False
-    for config in configs:
+    for config, prepared, check in work:
         name = config.name
         try:
+            if isinstance(prepared, BackupctlError):
+                raise prepared
             _, outcomes = reconcile(
-                prepare(config),
+                prepared,
                 moment,
                 lock_command="backupctl apply",
                 on_plan=_print_plan,
                 on_outcome=functools.partial(_print_outcome, name),
                 on_source=functools.partial(_print_source, name),
+                check=check,
             )
+        except PlanError as exc:
+            echo_err(f"error: {exc}")
+            failed = True
+            continue
         except BackupctlError as exc:
-            echo_err(f"error: {config.name}: {exc}")
+            echo_err(f"error: {name}: {exc}")
             failed = True
             continue
         failed = failed or any(o.status is not OutcomeStatus.DONE for o in outcomes)
     if failed:
         raise UserFacingExit(1)
+
+
+def _apply_saved(plan_file: Path) -> None:
+    """Apply a saved plan after proving nothing it was made from has changed."""
+    saved = read_plan_file(plan_file)
+    configs = {c.name: c for c in load(saved.config_path)}
+    work: list[tuple[BackupConfiguration, Prepared | BackupctlError, Check | None]] = []
+    stale: list[str] = []
+    for inputs in saved.inputs:
+        config = configs.get(inputs.name)
+        if config is None:
+            stale.append(f"{inputs.name} is no longer in {saved.config_path}")
+            continue
+        prepared = prepare(config)
+        actions = saved.actions_of(inputs.name)
+        reason = stale_reason(inputs, actions, config, prepared.credentials, None, None)
+        if reason:
+            stale.append(f"{inputs.name} changed since it was made ({reason})")
+            continue
+        work.append((config, prepared, _staleness_check(inputs, actions, config, prepared)))
+    if stale:
+        raise PlanError(f"the plan is stale: {'; '.join(stale)}; run plan again")
+    _apply_all(work, saved.now)
+
+
+def _staleness_check(
+    inputs: SavedInputs,
+    actions: list[dict[str, Any]],
+    config: BackupConfiguration,
+    prepared: Prepared,
+) -> Check:
+    def check(fresh: ConfigurationPlan, observed: ObservedState) -> None:
+        reason = stale_reason(inputs, actions, config, prepared.credentials, observed, fresh)
+        if reason:
+            raise PlanError(
+                f"the plan is stale: {config.name} changed since it was made ({reason});"
+                " run plan again"
+            )
+
+    return check
 
 
 def _print_plan(plan: ConfigurationPlan) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from reconciler.reconcile.observe import CleanupItem
+from reconciler.reconcile.observe import CleanupItem, DriftItem
 from reconciler.reconcile.retention import Prunable
 from reconciler.timeutil import format_time
 
@@ -74,6 +74,20 @@ class CleanupStaging:
 
 
 @dataclass(frozen=True)
+class RepairCatalog:
+    name: ClassVar[str] = "catalog.repair"
+    reason: str
+    items: tuple[DriftItem, ...]
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "items": [
+                {"path": i.backup_id or "catalog.json", "reason": i.reason} for i in self.items
+            ]
+        }
+
+
+@dataclass(frozen=True)
 class RunBackup:
     name: ClassVar[str] = "backup.run"
     reason: str
@@ -110,6 +124,7 @@ Action = (
     | RotateCredentials
     | RotateKey
     | CleanupStaging
+    | RepairCatalog
     | RunBackup
     | PruneBackups
 )

@@ -18,6 +18,7 @@ from reconciler.reconcile.actions import (
     CleanupStaging,
     InitRepository,
     PruneBackups,
+    RepairCatalog,
     RotateCredentials,
     RotateKey,
     RunBackup,
@@ -68,7 +69,7 @@ class ApplyContext:
 # Which earlier actions an action cannot do without.
 _DEPENDS_ON: dict[str, tuple[str, ...]] = {
     "backup.run": ("repository.init", "key.rotate", "staging.cleanup"),
-    "backup.prune": ("repository.init", "staging.cleanup"),
+    "backup.prune": ("repository.init", "staging.cleanup", "catalog.repair"),
 }
 
 
@@ -110,6 +111,8 @@ def _execute(action: Action, plan: ConfigurationPlan, context: ApplyContext) -> 
             return _rotate_key(action, context)
         if isinstance(action, CleanupStaging):
             return _cleanup(action, context)
+        if isinstance(action, RepairCatalog):
+            return _repair(action, context)
         if isinstance(action, RunBackup):
             return _run(action, context)
         return _prune(action, plan, context)
@@ -226,6 +229,19 @@ def _cleanup(action: CleanupStaging, context: ApplyContext) -> Outcome:
             repository.storage.delete(item.path)
     repository.write_catalog(tuple(backups.values()), tuple(sorted(pending)))
     return Outcome(action, OutcomeStatus.DONE, f"cleaned up {len(action.items)} leftovers")
+
+
+def _repair(action: RepairCatalog, context: ApplyContext) -> Outcome:
+    repository = context.repository
+    catalog = repository.read_catalog()
+    backups = {b.id: b for b in catalog.backups}
+    for item in action.items:
+        if item.remove and item.backup_id is not None:
+            backups.pop(item.backup_id, None)
+        if item.add is not None:
+            backups[item.add.id] = item.add.summary()
+    repository.write_catalog(tuple(backups.values()), catalog.pending_deletes)
+    return Outcome(action, OutcomeStatus.DONE, f"corrected {len(action.items)} catalog entries")
 
 
 def _run(action: RunBackup, context: ApplyContext) -> Outcome:

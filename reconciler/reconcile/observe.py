@@ -29,6 +29,20 @@ class CleanupItem:
 
 
 @dataclass(frozen=True)
+class DriftItem:
+    """A difference between the catalog and the backups on the storage, made
+    outside backupctl (a folder deleted by hand, a damaged catalog), and how
+    catalog.repair corrects it."""
+
+    reason: str
+    backup_id: str | None = None
+    add: BackupRecord | None = None
+    """A committed backup the catalog misses: it is entered again."""
+    remove: bool = False
+    """A catalog entry whose backup is gone from the storage: it is dropped."""
+
+
+@dataclass(frozen=True)
 class ObservedState:
     location: str
     initialized: bool
@@ -36,12 +50,12 @@ class ObservedState:
     backups: tuple[BackupRecord, ...]
     """Committed backups (and ones a live process is writing), oldest first."""
     cleanup: tuple[CleanupItem, ...]
-    catalog_problem: str | None
+    drift: tuple[DriftItem, ...]
     lock: LockHolder | None
 
     @classmethod
     def empty(cls, location: str) -> ObservedState:
-        return cls(location, False, None, (), (), None, None)
+        return cls(location, False, None, (), (), (), None)
 
 
 def observe(repository: Repository, real_now: datetime) -> ObservedState:
@@ -53,51 +67,97 @@ def observe(repository: Repository, real_now: datetime) -> ObservedState:
     catalog = repository.read_catalog()
     lock = read_lock(storage)
     writer_alive = lock is not None and stale_reason(lock, real_now) is None
+    on_storage = set(repository.backup_ids_on_storage())
     backups: list[BackupRecord] = []
     cleanup: list[CleanupItem] = []
+    drift: list[DriftItem] = []
+    if catalog.damaged is not None:
+        drift.append(
+            DriftItem(f"{catalog.damaged}; it is rebuilt from {len(catalog.backups)} manifests")
+        )
     for record in catalog.backups:
-        if record.status is not BackupStatus.RUNNING or writer_alive:
-            backups.append(record)
-            continue
-        committed = _committed_manifest(repository, record.id)
-        if committed is not None:
-            backups.append(committed)
-            cleanup.append(
-                CleanupItem(
-                    backup_dir(record.id),
-                    f"backup {record.id} was committed but the catalog still lists it as Running",
+        if record.status is BackupStatus.RUNNING and not writer_alive:
+            cleanup.append(_interrupted(repository, record, backups))
+        elif record.id not in on_storage and record.status is not BackupStatus.RUNNING:
+            drift.append(
+                DriftItem(
+                    f"backup {record.id} is in the catalog but its data is missing;"
+                    " it is removed from the catalog",
                     record.id,
-                    committed,
+                    remove=True,
                 )
             )
         else:
-            cleanup.append(
-                CleanupItem(
-                    backup_dir(record.id),
-                    f"backup {record.id} was interrupted before it was committed",
-                    record.id,
-                )
-            )
+            backups.append(record)
     cleanup.extend(
         CleanupItem(backup_dir(i), f"the prune of backup {i} was interrupted", i)
         for i in catalog.pending_deletes
     )
-    if catalog.damaged is not None:
-        cleanup.extend(_uncommitted_folders(repository, catalog.backups, writer_alive))
-        cleanup.append(CleanupItem("catalog.json", f"{catalog.damaged}; it will be rebuilt"))
-    cleanup.extend(
-        CleanupItem(e.name, "a temporary object left by an interrupted write")
-        for e in storage.list_dir("")
-        if TEMP_MARKER in e.name and not writer_alive
-    )
+    known = {b.id for b in catalog.backups} | set(catalog.pending_deletes)
+    if not writer_alive:
+        for backup_id in sorted(on_storage - known):
+            _unlisted(repository, backup_id, backups, cleanup, drift)
+        cleanup.extend(
+            CleanupItem(e.name, "a temporary object left by an interrupted write")
+            for e in storage.list_dir("")
+            if TEMP_MARKER in e.name
+        )
     return ObservedState(
         location=storage.description,
         initialized=True,
         settings=settings,
-        backups=tuple(backups),
+        backups=tuple(sorted(backups, key=lambda b: (b.created_at, b.id))),
         cleanup=tuple(cleanup),
-        catalog_problem=catalog.damaged,
+        drift=tuple(drift),
         lock=lock,
+    )
+
+
+def _interrupted(
+    repository: Repository, record: BackupRecord, backups: list[BackupRecord]
+) -> CleanupItem:
+    committed = _committed_manifest(repository, record.id)
+    if committed is None:
+        return CleanupItem(
+            backup_dir(record.id),
+            f"backup {record.id} was interrupted before it was committed",
+            record.id,
+        )
+    backups.append(committed)
+    return CleanupItem(
+        backup_dir(record.id),
+        f"backup {record.id} was committed but the catalog still lists it as Running",
+        record.id,
+        committed,
+    )
+
+
+def _unlisted(
+    repository: Repository,
+    backup_id: str,
+    backups: list[BackupRecord],
+    cleanup: list[CleanupItem],
+    drift: list[DriftItem],
+) -> None:
+    """Sort a backup folder the catalog does not know into drift or cleanup."""
+    committed = _committed_manifest(repository, backup_id)
+    if committed is None:
+        cleanup.append(
+            CleanupItem(
+                backup_dir(backup_id),
+                f"the folder of backup {backup_id} holds no manifest",
+                backup_id,
+            )
+        )
+        return
+    backups.append(committed)
+    drift.append(
+        DriftItem(
+            f"backup {backup_id} is on the storage but missing from the catalog;"
+            " it is entered again",
+            backup_id,
+            add=committed,
+        )
     )
 
 
@@ -106,16 +166,3 @@ def _committed_manifest(repository: Repository, backup_id: str) -> BackupRecord 
         return repository.read_manifest(backup_id)
     except (ObjectNotFoundError, IntegrityError):
         return None
-
-
-def _uncommitted_folders(
-    repository: Repository, known: tuple[BackupRecord, ...], writer_alive: bool
-) -> list[CleanupItem]:
-    if writer_alive:
-        return []
-    committed = {b.id for b in known}
-    return [
-        CleanupItem(backup_dir(i), f"the folder of backup {i} holds no manifest", i)
-        for i in repository.backup_ids_on_storage()
-        if i not in committed
-    ]

@@ -12,6 +12,7 @@ from reconciler.reconcile.actions import (
     CleanupStaging,
     InitRepository,
     PruneBackups,
+    RepairCatalog,
     RotateCredentials,
     RotateKey,
     RunBackup,
@@ -82,6 +83,15 @@ def plan_configuration(
             CleanupStaging(
                 f"{count} leftover{'s' if count > 1 else ''} of an interrupted run",
                 observed.cleanup,
+            )
+        )
+    if observed.drift:
+        count = len(observed.drift)
+        actions.append(
+            RepairCatalog(
+                f"the catalog disagrees with the storage in {count} place{'s' if count > 1 else ''}"
+                " (changed outside backupctl)",
+                observed.drift,
             )
         )
     due = _backup_due(config, observed, now)

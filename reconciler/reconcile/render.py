@@ -6,7 +6,13 @@ import json
 from datetime import datetime
 from typing import Any
 
-from reconciler.reconcile.actions import CleanupStaging, PruneBackups, RotateKey, UpdateSettings
+from reconciler.reconcile.actions import (
+    CleanupStaging,
+    PruneBackups,
+    RepairCatalog,
+    RotateKey,
+    UpdateSettings,
+)
 from reconciler.reconcile.plan import ConfigurationPlan
 from reconciler.timeutil import format_time
 
@@ -20,18 +26,16 @@ _SYMBOL = {
     "key.rewrap": "~",
     "backups.migrate": "+",
     "staging.cleanup": "-",
+    "catalog.repair": "~",
     "backup.run": "+",
     "backup.prune": "-",
     "backup.verify": "?",
 }
 
 
-def plan_to_json(
-    plans: list[ConfigurationPlan], now: datetime, generated_at: datetime
-) -> dict[str, Any]:
+def plan_to_json(plans: list[ConfigurationPlan], now: datetime) -> dict[str, Any]:
     return {
         "formatVersion": PLAN_FORMAT_VERSION,
-        "generatedAt": format_time(generated_at),
         "now": format_time(now),
         "configurations": [
             {
@@ -46,8 +50,8 @@ def plan_to_json(
     }
 
 
-def render_json(plans: list[ConfigurationPlan], now: datetime, generated_at: datetime) -> str:
-    return json.dumps(plan_to_json(plans, now, generated_at), indent=2, sort_keys=False) + "\n"
+def render_json(plans: list[ConfigurationPlan], now: datetime) -> str:
+    return json.dumps(plan_to_json(plans, now), indent=2, sort_keys=False) + "\n"
 
 
 def _detail_lines(action: object) -> list[str]:
@@ -65,6 +69,8 @@ def _detail_lines(action: object) -> list[str]:
         ]
     if isinstance(action, CleanupStaging):
         return [f"{i.path}: {i.reason}" for i in action.items]
+    if isinstance(action, RepairCatalog):
+        return [i.reason for i in action.items]
     return []
 
 

@@ -59,15 +59,21 @@ def reconcile(
     on_outcome: Callable[[Outcome], None] | None = None,
     on_source: Callable[[SourceEvent], None] | None = None,
     lock_ttl: timedelta | None = None,
+    check: Callable[[ConfigurationPlan, ObservedState], None] | None = None,
 ) -> tuple[ConfigurationPlan, list[Outcome]]:
-    """Take the lock, observe, plan and apply. Raises LockedError, StorageError."""
+    """Take the lock, observe, plan and apply.
+
+    ``check`` may veto the plan (a saved plan that went stale) by raising.
+    Raises LockedError, StorageError, PlanError."""
     storage = prepared.repository.storage
     storage.ensure_root()
     lock = RepositoryLock(storage, prepared.config.name, lock_command)
     if lock_ttl is not None:
         lock = RepositoryLock(storage, prepared.config.name, lock_command, ttl=lock_ttl)
     with lock:
-        plan, _observed = make_plan(prepared, now)
+        plan, observed = make_plan(prepared, now)
+        if check:
+            check(plan, observed)
         if on_plan:
             on_plan(plan)
         context = ApplyContext(
