@@ -132,7 +132,8 @@ class _Run:
     def abort(self) -> None:
         """Kill the command's process group and reap it (on our own errors)."""
         self._watchdog.disarm()
-        _kill_group(self.process.pid)  # not reaped yet: the id is still ours
+        if self.process.returncode is None:
+            _kill_group(self.process.pid)  # not reaped yet: the id is still ours
         self.process.wait()
         self._output.join(timeout=5)
         self._close_pipes()

@@ -464,6 +464,14 @@ def _mtime_ns(member: tarfile.TarInfo) -> int:
     return ns
 
 
+def _permissions(member: tarfile.TarInfo) -> int:
+    """The permission bits (setuid, setgid and sticky included) of a member.
+
+    tarfile does not mask the mode field, so a crafted header could carry
+    file type bits."""
+    return stat.S_IMODE(member.mode)
+
+
 class _MemberCheck:
     """Refuses members that could make a restore write outside its target.
 
@@ -568,7 +576,9 @@ class _Restorer:
             except OSError as exc:
                 raise RestoreError(f"the folder {path} cannot be created ({exc.strerror})") from exc
         self._folders.append(
-            _FolderMeta(len(parts), path, member.mode, _mtime_ns(member), member.uid, member.gid)
+            _FolderMeta(
+                len(parts), path, _permissions(member), _mtime_ns(member), member.uid, member.gid
+            )
         )
 
     def symlink(self, parts: tuple[str, ...], member: tarfile.TarInfo) -> None:
@@ -609,7 +619,7 @@ class _Restorer:
                 size += len(chunk)
             # Owner before mode: chown clears the setuid and setgid bits.
             self._own(fd, member)
-            os.fchmod(fd, member.mode)
+            os.fchmod(fd, _permissions(member))
             os.utime(fd, ns=(mtime, mtime))
         except OSError as exc:
             raise RestoreError(f"the file {path} cannot be written ({exc.strerror})") from exc

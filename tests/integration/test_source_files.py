@@ -10,7 +10,7 @@ import stat
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -45,6 +45,10 @@ def build_tree(root: Path) -> None:
     (root / "with space").mkdir()
     (root / "with space" / "é ü.txt").write_bytes("non-ASCII ✓".encode())
     (root / NON_UTF8_NAME).write_bytes(b"latin-1 name")
+    long_folder = root / ("long-" * 12) / ("name-" * 12)  # beyond ustar's 100 bytes
+    long_folder.mkdir(parents=True)
+    (long_folder / ("file-" * 30)).write_bytes(b"long")
+    (root / "long-link").symlink_to("target-" * 20)
     deep = root / "deep" / "a" / "b" / "c"
     deep.mkdir(parents=True)
     (deep / "d.bin").write_bytes(os.urandom(BIG_SIZE))
@@ -165,7 +169,9 @@ def test_a_tree_round_trips_byte_for_byte_with_modes_and_nanosecond_mtimes(
 
 
 def sum_of_file_sizes(description: Description) -> int:
-    return sum(len(content) for kind, _mode, _mtime, content in description.values() if kind == "file")
+    return sum(
+        len(content) for kind, _mode, _mtime, content in description.values() if kind == "file"
+    )
 
 
 def test_symlinks_are_restored_as_links_and_never_followed(tmp_path: Path) -> None:
@@ -345,7 +351,15 @@ def backup_error_without_read_override(root: Path) -> str:
     )
     caps = "-dac_override,-dac_read_search"
     result = subprocess.run(
-        [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}", sys.executable, "-c", script, str(root)],
+        [
+            setpriv,
+            f"--inh-caps={caps}",
+            f"--bounding-set={caps}",
+            sys.executable,
+            "-c",
+            script,
+            str(root),
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -381,11 +395,11 @@ def test_an_unreadable_folder_is_a_source_error_naming_it(tmp_path: Path) -> Non
 def test_a_file_that_shrinks_while_it_is_read_is_a_source_error(tmp_path: Path) -> None:
     source = tmp_path / "source"
     source.mkdir()
-    growing = source / "table.db"
-    growing.write_bytes(os.urandom(3 * CHUNK_SIZE))
+    shrinking = source / "table.db"
+    shrinking.write_bytes(os.urandom(3 * CHUNK_SIZE))
 
-    with pytest.raises(SourceError, match=f"the file {growing} changed size"):
-        write_tree(source, (), ChangesFileOnFirstContent(growing, CHUNK_SIZE + 10))
+    with pytest.raises(SourceError, match=f"the file {shrinking} changed size"):
+        write_tree(source, (), ChangesFileOnFirstContent(shrinking, CHUNK_SIZE + 10))
 
 
 def test_a_file_that_grows_while_it_is_read_is_a_source_error(tmp_path: Path) -> None:
@@ -400,7 +414,9 @@ def test_a_file_that_grows_while_it_is_read_is_a_source_error(tmp_path: Path) ->
 
 # -- restore safety --------------------------------------------------------
 
-HOSTILE_ARCHIVES = {
+Members = list[tuple[tarfile.TarInfo, bytes]]
+
+HOSTILE_ARCHIVES: dict[str, Callable[[Path], Members]] = {
     "absolute name": lambda outside: [(entry(f"{outside}/evil"), b"x")],
     "dot-dot name": lambda outside: [(entry("../outside/evil"), b"x")],
     "dot-dot inside a name": lambda outside: [(entry("a/../../outside/evil"), b"x")],
@@ -493,9 +509,14 @@ def test_owners_are_restored_when_running_as_root(tmp_path: Path) -> None:
     restore_tree(io.BytesIO(backup(source)), tmp_path / "restored")
 
     restored = tmp_path / "restored"
-    assert (os.lstat(restored / "sub" / "file").st_uid, os.lstat(restored / "sub" / "file").st_gid) == (4321, 8765)
-    assert (os.lstat(restored / "sub").st_uid, os.lstat(restored / "sub").st_gid) == (1111, 2222)
-    assert (os.lstat(restored / "link").st_uid, os.lstat(restored / "link").st_gid) == (3333, 4444)
+    assert owner(restored / "sub" / "file") == (4321, 8765)
+    assert owner(restored / "sub") == (1111, 2222)
+    assert owner(restored / "link") == (3333, 4444)
+
+
+def owner(path: Path) -> tuple[int, int]:
+    st = os.lstat(path)
+    return st.st_uid, st.st_gid
 
 
 # -- damaged archives ------------------------------------------------------

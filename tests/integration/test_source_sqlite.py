@@ -94,6 +94,17 @@ def test_a_snapshot_restores_to_an_identical_sound_database(tmp_path: Path, work
     assert counts(tmp_path / "restored" / "arm.db") == (500, 500)
 
 
+def test_a_database_path_with_spaces_and_uri_characters_is_read(
+    tmp_path: Path, work_dir: Path
+) -> None:
+    db = tmp_path / "odd name #1?mode=rwc.db"
+    create_database(db, rows=3)
+
+    restore_database(io.BytesIO(snapshot(db, work_dir)), tmp_path / "restored.db")
+
+    assert counts(tmp_path / "restored.db") == (3, 3)
+
+
 @pytest.mark.parametrize("journal_mode", ["wal", "delete"])
 def test_snapshots_are_consistent_while_another_process_keeps_writing(
     tmp_path: Path, work_dir: Path, journal_mode: str
