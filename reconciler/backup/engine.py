@@ -40,6 +40,7 @@ from reconciler.sources.files import write_tree
 from reconciler.sources.sqlite import snapshot_database
 from reconciler.sources.stats import SourceStats
 from reconciler.spec.model import BackupConfiguration, CommandSource, FilesSource, Source
+from reconciler.spec.secrets import environment_without_secrets
 from reconciler.timeutil import compact
 
 OBJECT_SUFFIX = {"files": "tar.zst.enc", "sqlite": "sqlite.zst.enc", "command": "dump.zst.enc"}
@@ -90,6 +91,7 @@ def run_backup(
         sources=(),
         wrapped_key=wrap_data_key(data_key, certificate),
     )
+    env = environment_without_secrets(config)
     catalog = repository.read_catalog().backups
     repository.write_catalog((*catalog, record.summary()))
     try:
@@ -98,7 +100,7 @@ def run_backup(
             for source in config.sources:
                 if on_source:
                     on_source(SourceEvent(source.name, None))
-                result = _back_up_source(repository, record.id, source, data_key, Path(work))
+                result = _back_up_source(repository, record.id, source, data_key, Path(work), env)
                 results.append(result)
                 if on_source:
                     on_source(SourceEvent(source.name, result))
@@ -118,7 +120,12 @@ def run_backup(
 
 
 def _back_up_source(
-    repository: Repository, backup_id: str, source: Source, data_key: bytes, work: Path
+    repository: Repository,
+    backup_id: str,
+    source: Source,
+    data_key: bytes,
+    work: Path,
+    env: dict[str, str],
 ) -> SourceResult:
     name = object_name(source)
     try:
@@ -126,7 +133,7 @@ def _back_up_source(
             repository.storage,
             object_key(backup_id, name),
             data_key,
-            lambda out: _produce(source, out, work),
+            lambda out: _produce(source, out, work, env),
         )
     except SourceError as exc:
         return SourceResult(source.name, source.kind, SourceStatus.FAILED, 0, 0, 0, str(exc), None)
@@ -142,11 +149,13 @@ def _back_up_source(
     )
 
 
-def _produce(source: Source, out: Writable, work: Path) -> SourceStats:
+def _produce(source: Source, out: Writable, work: Path, env: dict[str, str]) -> SourceStats:
     if isinstance(source, FilesSource):
         return write_tree(source.path, source.exclude, out)
     if isinstance(source, CommandSource):
-        return run_backup_command(source.backup, source.timeout_seconds, out, cwd=source.workdir)
+        return run_backup_command(
+            source.backup, source.timeout_seconds, out, cwd=source.workdir, env=env
+        )
     return snapshot_database(source.path, out, work)
 
 

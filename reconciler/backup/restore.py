@@ -31,6 +31,7 @@ from reconciler.spec.model import (
     Source,
     SqliteSource,
 )
+from reconciler.spec.secrets import environment_without_secrets
 from reconciler.storage.base import CHUNK_SIZE
 
 STAGING_PREFIX = ".backupctl-restore-"
@@ -139,6 +140,8 @@ class _TargetPlan:
     file for an in-place sqlite restore; None for a restore command."""
     file_name: str | None
     """With --to, the name of the single file inside the target folder."""
+    env: dict[str, str]
+    """The environment of a restore command (without the configuration's secrets)."""
 
     def check_free(self, force: bool) -> None:
         if self.target is None or force:
@@ -195,6 +198,7 @@ class _TargetPlan:
                     self.source.timeout_seconds,
                     stream,
                     cwd=self.source.workdir,
+                    env=self.env,
                 )
             command = " ".join(self.source.restore)
             return RestoredSource(self.result.name, f"command {command}", self.result.content_bytes)
@@ -215,14 +219,15 @@ def _target_plan(
     config: BackupConfiguration, record: BackupRecord, result: SourceResult, request: RestoreRequest
 ) -> _TargetPlan:
     source = config.source(result.name)
+    env = environment_without_secrets(config)
     if request.to is not None:
         folder = request.to / result.name
         if result.kind == "files":
-            return _TargetPlan(result, source, result.kind, folder, None)
+            return _TargetPlan(result, source, result.kind, folder, None, env)
         if result.kind == "sqlite":
             name = source.path.name if isinstance(source, SqliteSource) else f"{result.name}.db"
-            return _TargetPlan(result, source, result.kind, folder, name)
-        return _TargetPlan(result, source, result.kind, folder, f"{result.name}.dump")
+            return _TargetPlan(result, source, result.kind, folder, name, env)
+        return _TargetPlan(result, source, result.kind, folder, f"{result.name}.dump", env)
     if source is None or source.kind != result.kind:
         raise RestoreError(
             f"source {result.name} of backup {record.id} is not in the configuration as a"
@@ -234,8 +239,8 @@ def _target_plan(
                 f"source {source.name} has no restore command in the configuration; use --to DIR"
                 " to get its dump"
             )
-        return _TargetPlan(result, source, result.kind, None, None)
-    return _TargetPlan(result, source, result.kind, source.path, None)
+        return _TargetPlan(result, source, result.kind, None, None, env)
+    return _TargetPlan(result, source, result.kind, source.path, None, env)
 
 
 def _non_empty(path: Path) -> bool:

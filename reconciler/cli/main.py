@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import sys
@@ -40,8 +41,8 @@ from reconciler.reconcile.savedplan import (
 from reconciler.reconcile.session import Prepared, make_plan, prepare, reconcile
 from reconciler.repository.lock import read_lock
 from reconciler.repository.records import LOCK_KEY
-from reconciler.spec.model import BackupConfiguration, SmbLocation
-from reconciler.spec.secrets import resolve_secret
+from reconciler.spec.model import BackupConfiguration
+from reconciler.spec.secrets import resolve_secret, secret_refs
 from reconciler.timeutil import now_utc
 
 
@@ -71,7 +72,7 @@ def validate(config_path: Path, resolve_secrets: bool, output: str) -> None:
         configs = load(config_path)
         if resolve_secrets:
             for config in configs:
-                for ref in _secret_refs(config):
+                for ref in secret_refs(config):
                     resolve_secret(ref)
     except ConfigError as exc:
         if output != "github":
@@ -91,10 +92,8 @@ def github_annotation(problem: str) -> str:
         file, _, message = problem.partition(": ")
         return f"::error file={_escape_property(file)}::{_escape_data(message or problem)}"
     file = match["file"]
-    try:
+    with contextlib.suppress(ValueError):
         file = str(Path(file).resolve().relative_to(Path.cwd()))
-    except ValueError:
-        pass
     return (
         f"::error file={_escape_property(file)},line={match['line']}::"
         f"{_escape_data(match['message'])}"
@@ -107,22 +106,6 @@ def _escape_data(text: str) -> str:
 
 def _escape_property(text: str) -> str:
     return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
-
-
-def _secret_refs(config: object) -> list:  # type: ignore[type-arg]
-    from reconciler.spec.model import BackupConfiguration, SecretRef
-
-    assert isinstance(config, BackupConfiguration)
-    found: list[SecretRef] = []
-    for location in (config.storage, config.migration_from):
-        if isinstance(location, SmbLocation):
-            found.append(location.password)
-        elif location is not None and hasattr(location, "auth"):
-            for value in vars(location.auth).values():
-                if isinstance(value, SecretRef):
-                    found.append(value)
-    found.extend(k.passphrase for k in config.encryption.previous_keys if k.passphrase)
-    return found
 
 
 def target_option(func: Any) -> Any:

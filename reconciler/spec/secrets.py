@@ -10,7 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from reconciler.errors import ConfigError
-from reconciler.spec.model import SecretRef
+from reconciler.spec.model import (
+    AzureFileShareLocation,
+    BackupConfiguration,
+    SecretRef,
+    SmbLocation,
+)
 
 
 @dataclass(frozen=True)
@@ -50,3 +55,28 @@ def resolve_secret(ref: SecretRef, environ: Mapping[str, str] | None = None) -> 
     if not value:
         raise ConfigError(f"{where}: the {ref.describe()} is empty")
     return Secret(ref, value)
+
+
+def secret_refs(config: BackupConfiguration) -> list[SecretRef]:
+    """Every secret reference in ``config``, in the order they are written."""
+    found: list[SecretRef] = []
+    for location in (config.storage, config.migration_from):
+        if isinstance(location, SmbLocation):
+            found.append(location.password)
+        elif isinstance(location, AzureFileShareLocation):
+            found.extend(v for v in vars(location.auth).values() if isinstance(v, SecretRef))
+    found.extend(k.passphrase for k in config.encryption.previous_keys if k.passphrase)
+    return found
+
+
+def environment_without_secrets(
+    config: BackupConfiguration, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment for a source's command: ours, minus every variable the
+    configuration reads a secret from, so a dump command never sees the
+    storage password."""
+    env = dict(os.environ if environ is None else environ)
+    for ref in secret_refs(config):
+        if ref.env is not None:
+            env.pop(ref.env, None)
+    return env

@@ -129,3 +129,39 @@ def test_restore_in_place_puts_files_back_where_they_were(
     assert result.code == 0, result.text
     after = tree_snapshot(identity)
     assert {k: v[3] for k, v in after.items()} == {k: v[3] for k, v in before.items()}
+
+
+def test_dump_commands_do_not_see_the_configuration_secrets(
+    workspace: Workspace, run: Runner, tmp_path: Path
+) -> None:
+    env_dump = workspace.examples / "env-dump.sh"
+    env_dump.write_text("#!/bin/sh\nenv\n")
+    env_dump.chmod(0o755)
+    text = workspace.config.read_text()
+    text = text.replace("[./stamp/bin/vaultctl, export]", "[./env-dump.sh]")
+    text = text.replace(
+        "certificate: {file: keys/demo-backup.cer}",
+        "certificate: {file: keys/demo-backup.cer}\n    previousKeys:\n"
+        "      - {key: {file: keys/demo-backup.pem}, passphrase: {env: OLD_KEY_PASSPHRASE}}",
+    )
+    workspace.config.write_text(text)
+    env = {"OLD_KEY_PASSPHRASE": "hunter2-passphrase", "UNRELATED_SETTING": "visible"}
+    assert run("apply", "-f", workspace.config, env=env).code == 0
+    target = tmp_path / "restored"
+    restored = run(
+        "restore",
+        "-f",
+        workspace.config,
+        "--backup",
+        "latest",
+        "--key",
+        workspace.private_key,
+        "--to",
+        target,
+        "--source",
+        "key-vault",
+    )
+    assert restored.code == 0, restored.text
+    dumped = (target / "key-vault" / "key-vault.dump").read_text()
+    assert "UNRELATED_SETTING=visible" in dumped
+    assert "OLD_KEY_PASSPHRASE" not in dumped and "hunter2-passphrase" not in dumped
