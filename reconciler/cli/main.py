@@ -54,7 +54,14 @@ def cli(debug: bool) -> None:
 
 
 @cli.command()
-@config_option
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "-f",
+    "--file",
+    "config_path",
+    type=click.Path(path_type=Path),
+    help="A configuration file, or a folder of *.yaml/*.yml files.",
+)
 @click.option(
     "--resolve-secrets", is_flag=True, help="Also check that every secret reference resolves."
 )
@@ -66,23 +73,37 @@ def cli(debug: bool) -> None:
     help="github: print errors as GitHub Actions annotations (::error file=...,line=...::).",
 )
 @handle_errors
-def validate(config_path: Path, resolve_secrets: bool, output: str) -> None:
-    """Check configuration files: schema and semantics; touches no storage."""
-    try:
-        configs = load(config_path)
-        if resolve_secrets:
-            for config in configs:
-                for ref in secret_refs(config):
-                    resolve_secret(ref)
-    except ConfigError as exc:
-        if output != "github":
-            raise
-        for line in str(exc).splitlines():
-            click.echo(github_annotation(line))
-        raise UserFacingExit(1) from None
-    names = ", ".join(c.name for c in configs)
-    plural = "s" if len(configs) != 1 else ""
-    click.echo(f"{config_path}: {len(configs)} valid configuration{plural} ({names})")
+def validate(
+    paths: tuple[Path, ...], config_path: Path | None, resolve_secrets: bool, output: str
+) -> None:
+    """Check configuration files (-f PATH, or several PATHS as pre-commit passes them):
+    schema and semantics; touches no storage and needs no secrets."""
+    every = ([config_path] if config_path else []) + list(paths)
+    if not every:
+        fail("give the configuration to check: -f PATH (a file or a folder)")
+    problems: list[str] = []
+    valid: list[BackupConfiguration] = []
+    for path in every:
+        try:
+            configs = load(path)
+            if resolve_secrets:
+                for config in configs:
+                    for ref in secret_refs(config):
+                        resolve_secret(ref)
+            valid.extend(configs)
+        except ConfigError as exc:
+            problems.extend(str(exc).splitlines())
+    if problems:
+        for line in problems:
+            click.echo(
+                github_annotation(line) if output == "github" else f"error: {line}",
+                err=output != "github",
+            )
+        raise UserFacingExit(1)
+    names = ", ".join(c.name for c in valid)
+    plural = "s" if len(valid) != 1 else ""
+    where = every[0] if len(every) == 1 else f"{len(every)} paths"
+    click.echo(f"{where}: {len(valid)} valid configuration{plural} ({names})")
 
 
 def github_annotation(problem: str) -> str:

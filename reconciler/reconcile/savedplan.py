@@ -11,7 +11,7 @@ refused with a sentence saying what changed.
 
 File format (JSON, ``kind: backupctl-plan``, ``fileVersion: 1``)::
 
-    {"kind": "backupctl-plan", "fileVersion": 1, "configPath": "/abs/path",
+    {"kind": "backupctl-plan", "fileVersion": 1, "configPath": "regions/",
      "plan": <the --output json document>,
      "inputs": [{"name", "configDigest", "credentials": {...} | null,
                  "observed": {"initialized", "settings", "backups": [[id, status]],
@@ -140,7 +140,9 @@ def write_plan_file(
     document = {
         "kind": FILE_KIND,
         "fileVersion": FILE_VERSION,
-        "configPath": str(config_path.resolve()),
+        # As given: apply resolves it from its own working folder, so a plan
+        # made in one checkout applies in another of the same repository.
+        "configPath": str(config_path),
         "plan": plan_to_json([e[0] for e in entries], now),
         "inputs": inputs,
     }
