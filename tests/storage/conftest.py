@@ -17,12 +17,15 @@ import pytest
 
 from reconciler.storage.base import Storage
 from reconciler.storage.local import LocalStorage
+from tests.storage.backend_smb import smb_backend_enabled
 
 StorageFactory = Callable[[], Storage]
 
 # One entry per backend; each names a fixture that yields a StorageFactory
 # for a fresh, empty repository folder.
-BACKENDS = ["local"]
+BACKENDS = ["local", "azure", "azure_sas"]
+if smb_backend_enabled():
+    BACKENDS.append("smb")
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,8 @@ def test_write_atomic_replaces_existing_object(storage: Storage) -> None:
 def test_missing_object_raises_not_found(storage: Storage) -> None:
     with pytest.raises(ObjectNotFoundError):
         storage.read("nope.json")
-    with pytest.raises(ObjectNotFoundError):
-        with storage.open_read("nope.json"):
-            pass
+    with pytest.raises(ObjectNotFoundError), storage.open_read("nope.json"):
+        pass
     assert not storage.exists("nope.json")
 
 
@@ -102,10 +101,10 @@ def test_failed_write_leaves_previous_object_and_no_final_key(storage: Storage) 
 
 
 def test_names_with_spaces_and_non_ascii_letters(storage: Storage) -> None:
-    key = "dir with space/Grüße – ĳ 名前.json"
+    key = "dir with space/Grüße ĳ 名前 (1).json"
     storage.write_atomic(key, "ünïcödé".encode())
     assert storage.read(key) == "ünïcödé".encode()
-    assert [e.name for e in storage.list_dir("dir with space")] == ["Grüße – ĳ 名前.json"]
+    assert [e.name for e in storage.list_dir("dir with space")] == ["Grüße ĳ 名前 (1).json"]
 
 
 def test_create_exclusive_refuses_an_existing_key(storage: Storage) -> None:
