@@ -16,7 +16,8 @@ that no SDK message or traceback reaches the user, and no secret either.
     │   ├── StorageFullError         no space left / quota exceeded
     │   └── BackendUnavailableError  the backend is not implemented yet
     ├── CryptoError              key or certificate problem
-    │   └── WrongKeyError            the private key does not match a backup
+    │   ├── WrongKeyError            the private key does not match a backup
+    │   └── PassphraseRequiredError  an encrypted private key was given no passphrase
     ├── IntegrityError           stored data is damaged, truncated or tampered
     ├── SourceError              a source could not be read or restored
     ├── LockedError              another process holds the repository lock
@@ -73,6 +74,10 @@ class CryptoError(BackupctlError):
 
 class WrongKeyError(CryptoError):
     pass
+
+
+class PassphraseRequiredError(CryptoError):
+    """The private key file is encrypted and no passphrase was given for it."""
 
 
 class IntegrityError(BackupctlError):

@@ -30,6 +30,8 @@ def compact(moment: datetime) -> str:
 
 
 def describe_age(hours: float) -> str:
+    """'30h' under two days, else days with one decimal ('7.2d'), so that an
+    age just over a limit never reads as equal to it."""
     if hours < 48:
         return f"{hours:.0f}h"
-    return f"{hours / 24:.0f}d"
+    return f"{hours / 24:.1f}".removesuffix(".0") + "d"

@@ -26,6 +26,7 @@ from pathlib import Path
 from reconciler.backup.pipeline import Writable, store_object
 from reconciler.crypto.envelope import new_data_key, wrap_data_key
 from reconciler.errors import SourceError, StorageError
+from reconciler.failpoints import failpoint
 from reconciler.repository.records import (
     BackupRecord,
     BackupStatus,
@@ -94,6 +95,7 @@ def run_backup(
     env = environment_without_secrets(config)
     catalog = repository.read_catalog().backups
     repository.write_catalog((*catalog, record.summary()))
+    failpoint("backup-started")
     try:
         results = []
         with tempfile.TemporaryDirectory(prefix="backupctl-") as work:
@@ -111,10 +113,12 @@ def run_backup(
             sources=tuple(results),
             completed_at=created_at + elapsed,
         )
+        failpoint("before-manifest")
         repository.write_manifest(record)
     except BaseException:
         _discard(repository, record.id, catalog)
         raise
+    failpoint("after-manifest")
     repository.write_catalog((*catalog, record.summary()))
     return record
 

@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 from reconciler.backup.pipeline import open_object
 from reconciler.crypto.envelope import unwrap_data_key
-from reconciler.crypto.keys import PrivateKey
+from reconciler.crypto.keyring import KeyRing
 from reconciler.errors import IntegrityError, RestoreError, WrongKeyError
 from reconciler.repository.records import BackupRecord, SourceResult, SourceStatus, object_key
 from reconciler.repository.store import Repository
@@ -75,27 +75,31 @@ def select_sources(record: BackupRecord, names: tuple[str, ...]) -> list[SourceR
     return chosen
 
 
-def data_key_for(
-    record: BackupRecord, keys: list[PrivateKey], key_thumbprints: dict[str, str]
-) -> bytes:
-    """Unwrap ``record``'s data key with whichever of ``keys`` it was wrapped to.
+def data_key_for(record: BackupRecord, ring: KeyRing, key_thumbprints: dict[str, str]) -> bytes:
+    """Return ``record``'s data key, unwrapped with the key of ``ring`` it was wrapped to.
 
-    ``key_thumbprints`` maps public-key SHA-256 to certificate thumbprint (from
-    the repository's key history) so a wrong key can be named. Raises WrongKeyError."""
+    The key is picked by public-key SHA-256. ``key_thumbprints`` maps public-key
+    SHA-256 to certificate thumbprint (from the repository's key history) so the
+    keys offered can be named. Raises WrongKeyError naming the certificate the
+    backup needs when no key of the ring fits, IntegrityError when the manifest
+    holds no wrapped key or the wrapped key is damaged."""
     wrapped = record.wrapped_key
     if wrapped is None:
         raise IntegrityError(f"the manifest of backup {record.id} holds no wrapped data key")
-    for key in keys:
-        if key.public_key_sha256 == wrapped.public_key_sha256:
-            return unwrap_data_key(wrapped, key)
-    offered = "; ".join(
+    key = ring.find(wrapped.public_key_sha256)
+    if key is not None:
+        return unwrap_data_key(wrapped, key)
+    offered = ", ".join(
         f"{k.path} belongs to certificate"
         f" {key_thumbprints.get(k.public_key_sha256, 'unknown to this repository')}"
-        for k in keys
+        for k in ring.keys
     )
+    # Files of a key folder that could not be loaded may be the one needed.
+    skipped = "".join(f"; {reason}" for reason in ring.unusable)
     raise WrongKeyError(
-        f"backup {record.id} was encrypted to certificate {record.key_thumbprint}, but the key"
-        f" given does not match it ({offered})"
+        f"backup {record.id} was encrypted to certificate {wrapped.thumbprint}, and no key"
+        f" given belongs to it ({offered}); pass the private key of {wrapped.thumbprint}"
+        f" with --key or --key-dir{skipped}"
     )
 
 
@@ -203,6 +207,9 @@ class _TargetPlan:
             command = " ".join(self.source.restore)
             return RestoredSource(self.result.name, f"command {command}", self.result.content_bytes)
         try:
+            if self.kind == "sqlite":
+                database = staged / self.file_name if self.file_name else staged
+                _prepare_database_file(database, None if self.file_name else self.target)
             _replace(staged, self.target)
         except OSError as exc:
             raise RestoreError(
@@ -241,6 +248,24 @@ def _target_plan(
             )
         return _TargetPlan(result, source, result.kind, None, None, env)
     return _TargetPlan(result, source, result.kind, source.path, None, env)
+
+
+_SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def _prepare_database_file(database: Path, replaces: Path | None) -> None:
+    """Give a restored database the mode of the file it replaces (else the
+    umask's default), and remove the replaced database's journal files:
+    SQLite would replay a stale -wal onto the restored file and damage it."""
+    if replaces is not None and replaces.exists():
+        os.chmod(database, replaces.stat().st_mode & 0o7777)
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(database, 0o666 & ~umask)
+    if replaces is not None:
+        for suffix in _SQLITE_SIDE_FILES:
+            Path(f"{replaces}{suffix}").unlink(missing_ok=True)
 
 
 def _non_empty(path: Path) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +56,18 @@ def open_repository(config: BackupConfiguration) -> Repository:
     return repository
 
 
+_BACKUP_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]*")
+
+
 def find_backup(repository: Repository, backup_id: str) -> BackupRecord:
     """The manifest of ``backup_id`` ('latest' is the newest Succeeded one).
 
     Raises BackupctlError naming the backup when there is none."""
+    if not _BACKUP_ID.fullmatch(backup_id):
+        # Checked here: an id is used as a storage key, which must not be a path.
+        raise BackupctlError(
+            f"{backup_id!r} is not a backup id (like 20261125T120000Z-1a2b3c) nor 'latest'"
+        )
     if backup_id == "latest":
         catalog = repository.read_catalog().backups
         usable = [b for b in catalog if str(b.status) == "Succeeded"]

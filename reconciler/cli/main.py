@@ -25,8 +25,10 @@ from reconciler.cli.common import (
     handle_errors,
     load,
 )
+from reconciler.cli.daemon import daemon
 from reconciler.cli.keys import keys
 from reconciler.cli.restore import restore
+from reconciler.cli.verify import verify
 from reconciler.errors import BackupctlError, ConfigError, PlanError
 from reconciler.reconcile.apply import Outcome, OutcomeStatus
 from reconciler.reconcile.observe import ObservedState
@@ -227,12 +229,21 @@ def plan(
 )
 @target_option
 @click.option("--now", type=TimeParam(), help="Evaluate schedule and retention as of this time.")
+@click.option(
+    "--lock-timeout",
+    type=click.FloatRange(min=0),
+    default=0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Wait this long for a repository another process has locked (0: fail at once).",
+)
 @handle_errors
 def apply(
     plan_file: Path | None,
     config_path: Path | None,
     targets: tuple[str, ...],
     now: datetime | None,
+    lock_timeout: float,
 ) -> None:
     """Reconcile: make the storage match the configuration (-f PATH), or apply a saved
     plan exactly (PLANFILE)."""
@@ -241,12 +252,14 @@ def apply(
     if plan_file is not None:
         if targets or now:
             fail("a saved plan is applied as it was made: --target and --now do not apply")
-        _apply_saved(plan_file)
+        _apply_saved(plan_file, lock_timeout)
         return
     assert config_path is not None
     configs = select_targets(load(config_path), targets, config_path)
     moment = now or now_utc()
-    _apply_all([(config, prepare_or_none(config), None) for config in configs], moment)
+    _apply_all(
+        [(config, prepare_or_none(config), None) for config in configs], moment, lock_timeout
+    )
 
 
 def prepare_or_none(config: BackupConfiguration) -> Prepared | BackupctlError:
@@ -262,6 +275,7 @@ Check = Callable[[ConfigurationPlan, ObservedState], None]
 def _apply_all(
     work: list[tuple[BackupConfiguration, Prepared | BackupctlError, Check | None]],
     moment: datetime,
+    lock_timeout: float = 0.0,
 ) -> None:
     failed = False
     for config, prepared, check in work:
@@ -277,6 +291,7 @@ def _apply_all(
                 on_outcome=functools.partial(_print_outcome, name),
                 on_source=functools.partial(_print_source, name),
                 check=check,
+                lock_timeout=lock_timeout,
             )
         except PlanError as exc:
             echo_err(f"error: {exc}")
@@ -291,7 +306,7 @@ def _apply_all(
         raise UserFacingExit(1)
 
 
-def _apply_saved(plan_file: Path) -> None:
+def _apply_saved(plan_file: Path, lock_timeout: float = 0.0) -> None:
     """Apply a saved plan after proving nothing it was made from has changed."""
     saved = read_plan_file(plan_file)
     configs = {c.name: c for c in load(saved.config_path)}
@@ -311,7 +326,7 @@ def _apply_saved(plan_file: Path) -> None:
         work.append((config, prepared, _staleness_check(inputs, actions, config, prepared)))
     if stale:
         raise PlanError(f"the plan is stale: {'; '.join(stale)}; run plan again")
-    _apply_all(work, saved.now)
+    _apply_all(work, saved.now, lock_timeout)
 
 
 def _staleness_check(
@@ -368,10 +383,20 @@ def unlock(config_path: Path, name: str | None, force: bool, nonce: str | None) 
     if holder is None:
         click.echo(f"{config.name}: the repository is not locked")
         return
+    if not force and nonce is None and sys.stdin.isatty():
+        click.echo(f"{config.name} is locked by {holder.describe()}")
+        nonce = click.prompt("Type the nonce of this lock to break it", default="")
     if not force and nonce != holder.nonce:
         fail(
             f"{config.name} is locked by {holder.describe()}; to break this lock run"
             f" `backupctl unlock -f {config_path} --nonce {holder.nonce}` (or --force)"
+        )
+    # Read again: a lock that changed hands meanwhile is not the one the user saw.
+    current = read_lock(storage)
+    if current is not None and current.nonce != holder.nonce:
+        fail(
+            f"{config.name}: the lock changed hands meanwhile; it is now held by"
+            f" {current.describe()}; nothing was broken"
         )
     storage.delete(LOCK_KEY)
     click.echo(f"{config.name}: broke the lock held by {holder.describe()}")
@@ -380,6 +405,8 @@ def unlock(config_path: Path, name: str | None, force: bool, nonce: str | None) 
 cli.add_command(backups)
 cli.add_command(restore)
 cli.add_command(keys)
+cli.add_command(verify)
+cli.add_command(daemon)
 
 
 def main() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -10,32 +9,14 @@ import click
 from reconciler.backup.restore import RestoreRequest, data_key_for, restore_backup
 from reconciler.cli.backups import find_backup, open_repository
 from reconciler.cli.common import config_option, fail, handle_errors, load, pick_one
-from reconciler.crypto.keys import PrivateKey, load_private_key
+from reconciler.cli.keyring import key_options, key_ring_from_options, known_thumbprints
 from reconciler.timeutil import format_time
-
-
-def load_keys(paths: tuple[Path, ...], passphrase_env: str | None) -> list[PrivateKey]:
-    passphrase: bytes | None = None
-    if passphrase_env:
-        value = os.environ.get(passphrase_env)
-        if value is None:
-            fail(f"--key-passphrase-env: the environment variable {passphrase_env} is not set")
-        passphrase = value.encode()
-    return [load_private_key(p, passphrase) for p in paths]
 
 
 @click.command()
 @config_option
 @click.option("--backup", "backup_id", required=True, help="A backup id, or 'latest'.")
-@click.option(
-    "--key",
-    "key_paths",
-    required=True,
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="The private key (PEM or DER); repeat to offer several.",
-)
-@click.option("--key-passphrase-env", help="Environment variable holding the key's passphrase.")
+@key_options
 @click.option("--to", "to", type=click.Path(path_type=Path), help="Restore under DIR/<source>/.")
 @click.option("--in-place", is_flag=True, help="Restore to the configured locations.")
 @click.option("--source", "sources", multiple=True, help="Restore only this source (repeatable).")
@@ -46,6 +27,7 @@ def restore(
     config_path: Path,
     backup_id: str,
     key_paths: tuple[Path, ...],
+    key_dirs: tuple[Path, ...],
     key_passphrase_env: str | None,
     to: Path | None,
     in_place: bool,
@@ -57,12 +39,12 @@ def restore(
     if (to is None) == (not in_place):
         fail("give exactly one of --to DIR and --in-place")
     config = pick_one(load(config_path, check_validity=False), name, config_path)
-    keys = load_keys(key_paths, key_passphrase_env)
+    ring = key_ring_from_options(key_paths, key_dirs, key_passphrase_env)
+    if ring is None:
+        fail("restoring needs the private key: give --key KEYFILE or --key-dir DIR")
     repository = open_repository(config)
     record = find_backup(repository, backup_id)
-    settings = repository.read_settings()
-    known = {k.public_key_sha256: k.thumbprint for k in settings.key_history} if settings else {}
-    data_key = data_key_for(record, keys, known)
+    data_key = data_key_for(record, ring, known_thumbprints(repository))
     request = RestoreRequest(to=to.resolve() if to else None, sources=sources, force=force)
     created = format_time(record.created_at)
     click.echo(f"restoring backup {record.id} ({record.status}, created {created})")

@@ -30,7 +30,7 @@ from reconciler.crypto.certificates import (
     to_utc,
     unsupported_key_reason,
 )
-from reconciler.errors import CryptoError
+from reconciler.errors import CryptoError, PassphraseRequiredError
 
 SupportedPrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 """The private key types that can unwrap a backup's data key."""
@@ -69,7 +69,8 @@ def load_private_key(path: Path, passphrase: bytes | None) -> PrivateKey:
     that is not encrypted is ignored too. Returns the PrivateKey; raises
     CryptoError naming the file when it is missing, holds no private key, is
     encrypted and no (or the wrong) passphrase was given, or the key type is
-    not supported."""
+    not supported; PassphraseRequiredError (a CryptoError) when it is encrypted
+    and ``passphrase`` is None."""
     data = read_key_file(path, f"private key file {path}")
     key = _deserialize(data, path, passphrase)
     reason = unsupported_key_reason(key)
@@ -101,7 +102,7 @@ def _deserialize(data: bytes, path: Path, passphrase: bytes | None) -> PrivateKe
     except ValueError as exc:
         raise CryptoError(f"private key file {path} is not a PEM or DER private key") from exc
     if passphrase is None:
-        raise CryptoError(
+        raise PassphraseRequiredError(
             f"private key file {path} is encrypted; pass --key-passphrase-env VAR "
             "naming an environment variable that holds its passphrase"
         )

@@ -7,6 +7,8 @@ from typing import Any, ClassVar
 
 from reconciler.reconcile.observe import CleanupItem, DriftItem
 from reconciler.reconcile.retention import Prunable
+from reconciler.reconcile.rewrap import RewrapItem, StayingItem
+from reconciler.reconcile.verification import Verifiable
 from reconciler.timeutil import format_time
 
 Scalar = str | int | bool | None
@@ -82,7 +84,11 @@ class RepairCatalog:
     def details(self) -> dict[str, Any]:
         return {
             "items": [
-                {"path": i.backup_id or "catalog.json", "reason": i.reason} for i in self.items
+                {
+                    "path": f"backups/{i.backup_id}" if i.backup_id else "catalog.json",
+                    "reason": i.reason,
+                }
+                for i in self.items
             ]
         }
 
@@ -118,6 +124,62 @@ class PruneBackups:
         }
 
 
+@dataclass(frozen=True)
+class RewrapKeys:
+    name: ClassVar[str] = "key.rewrap"
+    reason: str
+    to_thumbprint: str
+    backups: tuple[RewrapItem, ...]
+    staying: tuple[StayingItem, ...] = ()
+    """Backups on earlier certificates that no previous key can move."""
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "toThumbprint": self.to_thumbprint,
+            "backups": [
+                {
+                    "id": r.backup.id,
+                    "createdAt": format_time(r.backup.created_at),
+                    "fromThumbprint": r.from_thumbprint,
+                    "reason": f"wrapped to previous certificate {r.from_thumbprint}",
+                }
+                for r in self.backups
+            ],
+            "staying": [
+                {
+                    "id": s.backup.id,
+                    "createdAt": format_time(s.backup.created_at),
+                    "thumbprint": s.backup.key_thumbprint,
+                    "reason": s.reason,
+                }
+                for s in self.staying
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class VerifyBackups:
+    name: ClassVar[str] = "backup.verify"
+    reason: str
+    backups: tuple[Verifiable, ...]
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "backups": [
+                {
+                    "id": v.backup.id,
+                    "createdAt": format_time(v.backup.created_at),
+                    "status": str(v.backup.status),
+                    "lastVerifiedAt": None
+                    if v.backup.verified_at is None
+                    else format_time(v.backup.verified_at),
+                    "reason": v.reason,
+                }
+                for v in self.backups
+            ]
+        }
+
+
 Action = (
     InitRepository
     | UpdateSettings
@@ -127,4 +189,6 @@ Action = (
     | RepairCatalog
     | RunBackup
     | PruneBackups
+    | RewrapKeys
+    | VerifyBackups
 )

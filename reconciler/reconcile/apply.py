@@ -6,27 +6,37 @@ and the caller decides the exit code from the outcomes."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
+from pathlib import Path
 
 from reconciler.backup.engine import SourceEvent, run_backup
+from reconciler.backup.rewrap import rewrap_backups
+from reconciler.backup.verify import record_verifications, verify_backup
+from reconciler.crypto.keyring import KeyRing
+from reconciler.crypto.keys import PrivateKey
 from reconciler.errors import BackupctlError
+from reconciler.failpoints import failpoint
 from reconciler.reconcile.actions import (
     Action,
     CleanupStaging,
     InitRepository,
     PruneBackups,
     RepairCatalog,
+    RewrapKeys,
     RotateCredentials,
     RotateKey,
     RunBackup,
     UpdateSettings,
+    VerifyBackups,
 )
 from reconciler.reconcile.plan import ConfigurationPlan
 from reconciler.reconcile.retention import select_prunable
 from reconciler.repository.credentials import fingerprint
+from reconciler.repository.probe import probe_write_access
 from reconciler.repository.records import (
     AppliedSettings,
     BackupRecord,
@@ -64,12 +74,16 @@ class ApplyContext:
     real_now: datetime
     credentials: Credentials | None
     on_source: Callable[[SourceEvent], None] | None = None
+    previous_keys: tuple[PrivateKey, ...] = ()
+    """spec.encryption.previousKeys, loaded when key.rewrap is planned."""
 
 
 # Which earlier actions an action cannot do without.
 _DEPENDS_ON: dict[str, tuple[str, ...]] = {
     "backup.run": ("repository.init", "key.rotate", "staging.cleanup"),
     "backup.prune": ("repository.init", "staging.cleanup", "catalog.repair"),
+    "key.rewrap": ("repository.init", "key.rotate"),
+    "backup.verify": ("repository.init", "staging.cleanup", "catalog.repair"),
 }
 
 
@@ -115,6 +129,10 @@ def _execute(action: Action, plan: ConfigurationPlan, context: ApplyContext) -> 
             return _repair(action, context)
         if isinstance(action, RunBackup):
             return _run(action, context)
+        if isinstance(action, RewrapKeys):
+            return _rewrap(action, context)
+        if isinstance(action, VerifyBackups):
+            return _verify(action, context)
         return _prune(action, plan, context)
     except BackupctlError as exc:
         return Outcome(action, OutcomeStatus.FAILED, str(exc))
@@ -148,6 +166,7 @@ def _init(action: InitRepository, context: ApplyContext) -> Outcome:
     config = context.config
     repository = context.repository
     repository.storage.ensure_root()
+    probe_write_access(repository.storage)
     settings = AppliedSettings(
         schedule_enabled=config.schedule.enabled,
         frequency_hours=config.schedule.frequency_hours,
@@ -186,9 +205,15 @@ def _update_settings(action: UpdateSettings, context: ApplyContext) -> Outcome:
 
 
 def _rotate_credentials(action: RotateCredentials, context: ApplyContext) -> Outcome:
+    # Only credentials that can write, read back and delete are recorded.
+    probe_write_access(context.repository.storage)
     settings = replace(_settings(context), credentials=_credential_fingerprint(context))
     context.repository.write_settings(settings)
-    return Outcome(action, OutcomeStatus.DONE, "recorded the new credential fingerprint")
+    return Outcome(
+        action,
+        OutcomeStatus.DONE,
+        "validated the new credentials (write, read back, delete) and recorded their fingerprint",
+    )
 
 
 def _rotate_key(action: RotateKey, context: ApplyContext) -> Outcome:
@@ -227,6 +252,7 @@ def _cleanup(action: CleanupStaging, context: ApplyContext) -> Outcome:
             pending.discard(item.backup_id)
         elif item.path != "catalog.json":
             repository.storage.delete(item.path)
+    failpoint("cleanup")
     repository.write_catalog(tuple(backups.values()), tuple(sorted(pending)))
     return Outcome(action, OutcomeStatus.DONE, f"cleaned up {len(action.items)} leftovers")
 
@@ -276,8 +302,10 @@ def _prune(action: PruneBackups, plan: ConfigurationPlan, context: ApplyContext)
     # interruption leaves work for staging.cleanup, never a listed backup
     # whose data is half gone.
     repository.write_catalog(remaining, (*catalog.pending_deletes, *doomed))
+    failpoint("prune-started")
     for backup_id in doomed:
         repository.storage.delete(manifest_key(backup_id))
+        failpoint("prune-deleting")
         repository.storage.delete_tree(backup_dir(backup_id))
     repository.write_catalog(remaining, catalog.pending_deletes)
     message = f"deleted {len(doomed)} backup{'s' if len(doomed) != 1 else ''}: {', '.join(doomed)}"
@@ -288,3 +316,51 @@ def _prune(action: PruneBackups, plan: ConfigurationPlan, context: ApplyContext)
 
 def _kept_message(count: int) -> str:
     return f"kept {count} planned for deletion, since retention no longer allows deleting them"
+
+
+def _rewrap(action: RewrapKeys, context: ApplyContext) -> Outcome:
+    """Re-wrap the listed backups' data keys; data objects are not touched."""
+    report = rewrap_backups(
+        context.repository,
+        [item.backup.id for item in action.backups],
+        KeyRing(context.previous_keys),
+        context.config.encryption.certificate,
+    )
+    done = len(report.rewrapped) + len(report.already)
+    message = (
+        f"re-wrapped {done} backup{'s' if done != 1 else ''} to {action.to_thumbprint}"
+        f" without rewriting data; {len(action.staying)} stay on their keys"
+    )
+    if report.gone:
+        message += f"; {len(report.gone)} no longer exist"
+    if report.failures:
+        return Outcome(action, OutcomeStatus.FAILED, f"{message}; {'; '.join(report.failures)}")
+    return Outcome(action, OutcomeStatus.DONE, message)
+
+
+def _verify(action: VerifyBackups, context: ApplyContext) -> Outcome:
+    """Check the listed backups without a key and record each verdict.
+
+    A damaged backup becomes Corrupt and fails the action."""
+    results = []
+    repository = context.repository
+    with tempfile.TemporaryDirectory(prefix="backupctl-verify-") as work:
+        try:
+            for item in action.backups:
+                results.append(verify_backup(repository, item.backup.id, None, {}, Path(work)))
+        finally:
+            # Verdicts reached before a storage failure are kept.
+            record_verifications(repository, results, context.now)
+    errors = [r.error for r in results if r.error is not None]
+    count = len(results)
+    summary = f"verified {count} backup{'s' if count != 1 else ''}"
+    if errors:
+        damaged = sum(1 for r in results if r.damaged)
+        return Outcome(
+            action,
+            OutcomeStatus.FAILED,
+            f"{summary}, {damaged} marked Corrupt: {'; '.join(errors)}",
+        )
+    return Outcome(
+        action, OutcomeStatus.DONE, f"{summary}: every object has its recorded size and SHA-256"
+    )

@@ -7,8 +7,9 @@ root. Only an interrupted run or a damaged catalog makes it read manifests.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from reconciler.errors import IntegrityError, ObjectNotFoundError
 from reconciler.repository.lock import LockHolder, read_lock, stale_reason
@@ -58,15 +59,23 @@ class ObservedState:
         return cls(location, False, None, (), (), (), None)
 
 
-def observe(repository: Repository, real_now: datetime) -> ObservedState:
-    """The state of ``repository``. Raises StorageError / IntegrityError when unreadable."""
+def observe(
+    repository: Repository, real_now: datetime, own_lock: str | None = None
+) -> ObservedState:
+    """The state of ``repository``. Raises StorageError / IntegrityError when unreadable.
+
+    ``own_lock`` is the nonce of the lock this process holds (apply observes
+    under its lock): then no other writer can be alive, and what a Running
+    backup left is an interrupted run's, to clean up."""
     storage = repository.storage
     if not storage.root_exists() or not repository.is_initialized():
         return ObservedState.empty(storage.description)
     settings = repository.read_settings()
     catalog = repository.read_catalog()
     lock = read_lock(storage)
-    writer_alive = lock is not None and stale_reason(lock, real_now) is None
+    writer_alive = (
+        lock is not None and lock.nonce != own_lock and stale_reason(lock, real_now) is None
+    )
     on_storage = set(repository.backup_ids_on_storage())
     backups: list[BackupRecord] = []
     cleanup: list[CleanupItem] = []
@@ -132,6 +141,9 @@ def _interrupted(
     )
 
 
+BACKUP_ID = re.compile(r"^(\d{8}T\d{6}Z)-[0-9a-f]{6}$")
+
+
 def _unlisted(
     repository: Repository,
     backup_id: str,
@@ -139,8 +151,20 @@ def _unlisted(
     cleanup: list[CleanupItem],
     drift: list[DriftItem],
 ) -> None:
-    """Sort a backup folder the catalog does not know into drift or cleanup."""
-    committed = _committed_manifest(repository, backup_id)
+    """Sort a backup folder the catalog does not know into drift or cleanup.
+
+    Folders whose names are not backup ids are not ours and are left alone."""
+    match = BACKUP_ID.match(backup_id)
+    if match is None:
+        return
+    try:
+        committed: BackupRecord | None = repository.read_manifest(backup_id)
+    except ObjectNotFoundError:
+        committed = None
+    except IntegrityError as exc:
+        # Never delete a backup because its manifest is damaged: list it as
+        # Corrupt, so an operator sees it and retention eventually removes it.
+        committed = _corrupt_placeholder(repository.name, backup_id, match.group(1), str(exc))
     if committed is None:
         cleanup.append(
             CleanupItem(
@@ -151,13 +175,32 @@ def _unlisted(
         )
         return
     backups.append(committed)
+    as_corrupt = " as Corrupt" if committed.status is BackupStatus.CORRUPT else ""
     drift.append(
         DriftItem(
             f"backup {backup_id} is on the storage but missing from the catalog;"
-            " it is entered again",
+            f" it is entered again{as_corrupt}",
             backup_id,
             add=committed,
         )
+    )
+
+
+def _corrupt_placeholder(
+    configuration: str, backup_id: str, created: str, problem: str
+) -> BackupRecord:
+    created_at = datetime.strptime(created, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    return BackupRecord(
+        id=backup_id,
+        configuration=configuration,
+        status=BackupStatus.CORRUPT,
+        created_at=created_at,
+        started_at=created_at,
+        completed_at=None,
+        trigger="",
+        key_thumbprint="",
+        sources=(),
+        verification_error=problem,
     )
 
 

@@ -4,24 +4,31 @@ The plan that ``plan`` prints is the object ``apply`` executes."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 
+from reconciler.crypto.certificates import Certificate
 from reconciler.reconcile.actions import (
     Action,
     CleanupStaging,
     InitRepository,
     PruneBackups,
     RepairCatalog,
+    RewrapKeys,
     RotateCredentials,
     RotateKey,
     RunBackup,
     SettingChange,
     UpdateSettings,
+    VerifyBackups,
 )
+from reconciler.reconcile.certificate_health import certificate_warnings
 from reconciler.reconcile.observe import ObservedState
 from reconciler.reconcile.retention import select_prunable
+from reconciler.reconcile.rewrap import select_rewrap, staying_warning
 from reconciler.reconcile.schedule import Due, scheduled_backup_due, trigger_due
+from reconciler.reconcile.verification import select_verifiable
 from reconciler.repository.records import AppliedSettings
 from reconciler.spec.model import BackupConfiguration
 
@@ -33,6 +40,12 @@ class Desired:
     config: BackupConfiguration
     credentials_changed: bool = False
     credentials_principal: str = ""
+    real_now: datetime | None = None
+    """The real clock, for certificate validity (never --now); None skips that check."""
+    previous_keys: frozenset[str] = frozenset()
+    """Public-key SHA-256 of each previous key loaded for key.rewrap."""
+    key_fingerprints: Mapping[str, str] = field(default_factory=dict)
+    """Certificate thumbprint -> public-key SHA-256, for the backups' certificates."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +54,10 @@ class ConfigurationPlan:
     location: str
     now: datetime
     actions: tuple[Action, ...]
+    warnings: tuple[str, ...] = ()
+    """What the operator should know that is not an action (an expiring certificate)."""
+    certificate: Certificate | None = None
+    """The certificate new backups are encrypted to, for its expiry date."""
 
     def action(self, kind: type[Action]) -> Action | None:
         return next((a for a in self.actions if isinstance(a, kind)), None)
@@ -49,12 +66,23 @@ class ConfigurationPlan:
 def plan_configuration(
     desired: Desired, observed: ObservedState, now: datetime
 ) -> ConfigurationPlan:
-    """The ordered actions that bring ``observed`` to ``desired`` at ``now``."""
+    """The ordered actions that bring ``observed`` to ``desired`` at ``now``.
+
+    Raises CryptoError when the certificate is expired or not yet valid at
+    ``desired.real_now``."""
     config = desired.config
     actions: list[Action] = []
+    warnings: list[str] = []
+    if desired.real_now is not None:
+        warnings.extend(certificate_warnings(config.encryption.certificate, desired.real_now))
     settings = observed.settings
     if not observed.initialized or settings is None:
-        actions.append(InitRepository("the repository does not exist yet"))
+        reason = (
+            "the repository's settings.json is missing; it is written again from the configuration"
+            if observed.initialized
+            else "the repository does not exist yet"
+        )
+        actions.append(InitRepository(reason))
     else:
         changes = settings_changes(config, settings)
         if changes:
@@ -77,6 +105,11 @@ def plan_configuration(
                     on_old,
                 )
             )
+        rewrap, staying = _rewrap(desired, observed)
+        if rewrap is not None:
+            actions.append(rewrap)
+        elif staying is not None:
+            warnings.append(staying)
     if observed.cleanup:
         count = len(observed.cleanup)
         actions.append(
@@ -98,6 +131,20 @@ def plan_configuration(
     if due is not None:
         actions.append(RunBackup(due.reason, due.trigger))
     prunable = select_prunable(observed.backups, config.retention, now, due is not None)
+    # Verification comes before the prune: a backup it finds Corrupt no longer
+    # counts among the kept Succeeded ones when apply re-evaluates the prune,
+    # so an older intact backup is not deleted in its place.
+    pruned = frozenset(p.backup.id for p in prunable)
+    verifiable = select_verifiable(observed.backups, config.verification, now, pruned)
+    if verifiable and config.verification is not None:
+        count = len(verifiable)
+        actions.append(
+            VerifyBackups(
+                f"{count} backup{'s' if count > 1 else ''} not verified in the last"
+                f" {config.verification.frequency_days} days",
+                verifiable,
+            )
+        )
     if prunable:
         count = len(prunable)
         actions.append(
@@ -106,7 +153,47 @@ def plan_configuration(
                 prunable,
             )
         )
-    return ConfigurationPlan(config.name, observed.location, now, tuple(actions))
+    return ConfigurationPlan(
+        config.name,
+        observed.location,
+        now,
+        tuple(actions),
+        tuple(warnings),
+        config.encryption.certificate,
+    )
+
+
+def _rewrap(desired: Desired, observed: ObservedState) -> tuple[RewrapKeys | None, str | None]:
+    """Return the key.rewrap action, or else a warning about backups no key can move."""
+    encryption = desired.config.encryption
+    if not encryption.rewrap_existing:
+        return None, None
+    # Backups being re-entered or removed by cleanup or repair in this apply
+    # are re-wrapped by the next one, so the two never write the same entry.
+    repaired = frozenset(
+        backup_id
+        for backup_id in (
+            *(i.backup_id for i in observed.cleanup),
+            *(i.backup_id for i in observed.drift),
+        )
+        if backup_id is not None
+    )
+    rewrap, staying = select_rewrap(
+        observed.backups,
+        encryption.certificate,
+        desired.previous_keys,
+        desired.key_fingerprints,
+        repaired,
+    )
+    if not rewrap:
+        return None, staying_warning(staying) if staying else None
+    count = len(rewrap)
+    reason = (
+        f"{count} backup{'s are' if count > 1 else ' is'} wrapped to an earlier certificate;"
+        f" re-wrap {'their data keys' if count > 1 else 'its data key'} to"
+        f" {encryption.certificate.subject}"
+    )
+    return RewrapKeys(reason, encryption.certificate.thumbprint, rewrap, staying), None
 
 
 def _backup_due(config: BackupConfiguration, observed: ObservedState, now: datetime) -> Due | None:
@@ -123,17 +210,17 @@ def settings_changes(
 ) -> tuple[SettingChange, ...]:
     """Each applied setting that differs from the configuration, old -> new."""
     pairs: list[tuple[str, int | bool | None, int | bool | None]] = [
-        ("schedule.enabled", settings.schedule_enabled, config.schedule.enabled),
-        ("schedule.frequencyHours", settings.frequency_hours, config.schedule.frequency_hours),
+        ("spec.schedule.enabled", settings.schedule_enabled, config.schedule.enabled),
+        ("spec.schedule.frequencyHours", settings.frequency_hours, config.schedule.frequency_hours),
         (
-            "schedule.retryAfterMinutes",
+            "spec.schedule.retryAfterMinutes",
             settings.retry_after_minutes,
             config.schedule.retry_after_minutes,
         ),
-        ("retention.days", settings.retention_days, config.retention.days),
-        ("retention.minBackups", settings.min_backups, config.retention.min_backups),
+        ("spec.retention.days", settings.retention_days, config.retention.days),
+        ("spec.retention.minBackups", settings.min_backups, config.retention.min_backups),
         (
-            "verification.frequencyDays",
+            "spec.verification.frequencyDays",
             settings.verification_days,
             config.verification.frequency_days if config.verification else None,
         ),

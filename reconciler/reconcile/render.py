@@ -10,8 +10,10 @@ from reconciler.reconcile.actions import (
     CleanupStaging,
     PruneBackups,
     RepairCatalog,
+    RewrapKeys,
     RotateKey,
     UpdateSettings,
+    VerifyBackups,
 )
 from reconciler.reconcile.plan import ConfigurationPlan
 from reconciler.timeutil import format_time
@@ -44,9 +46,26 @@ def plan_to_json(plans: list[ConfigurationPlan], now: datetime) -> dict[str, Any
                 "actions": [
                     {"action": a.name, "reason": a.reason, **a.details()} for a in p.actions
                 ],
+                **_health_json(p),
             }
             for p in plans
         ],
+    }
+
+
+def _health_json(plan: ConfigurationPlan) -> dict[str, Any]:
+    """The certificate new backups are encrypted to and the plan's warnings, as JSON."""
+    cert = plan.certificate
+    if cert is None:
+        return {"warnings": list(plan.warnings)} if plan.warnings else {}
+    return {
+        "certificate": {
+            "thumbprint": cert.thumbprint,
+            "subject": cert.subject,
+            "key": cert.key_description,
+            "notAfter": format_time(cert.not_after),
+        },
+        "warnings": list(plan.warnings),
     }
 
 
@@ -71,6 +90,19 @@ def _detail_lines(action: object) -> list[str]:
         return [f"{i.path}: {i.reason}" for i in action.items]
     if isinstance(action, RepairCatalog):
         return [i.reason for i in action.items]
+    if isinstance(action, RewrapKeys):
+        return [
+            *(
+                f"{r.backup.id}: {r.from_thumbprint} -> {action.to_thumbprint}"
+                for r in action.backups
+            ),
+            *(
+                f"{s.backup.id}: stays on {s.backup.key_thumbprint}: {s.reason}"
+                for s in action.staying
+            ),
+        ]
+    if isinstance(action, VerifyBackups):
+        return [f"{v.backup.id}  {v.backup.status}: {v.reason}" for v in action.backups]
     return []
 
 
@@ -87,6 +119,7 @@ def render_text(plans: list[ConfigurationPlan]) -> str:
     total = 0
     for plan in plans:
         lines.append(f"{plan.name}  ({plan.location})")
+        lines.extend(f"  ! warning: {warning}" for warning in plan.warnings)
         if not plan.actions:
             lines.append("  no changes: the repository matches the configuration")
         for action in plan.actions:
@@ -112,9 +145,12 @@ def render_markdown(plans: list[ConfigurationPlan], now: datetime) -> str:
         lines.append(f"| `{plan.name}` | {_md(plan.location)} | {summary} |")
     lines.append("")
     for plan in plans:
-        if not plan.actions:
+        if not plan.actions and not plan.warnings:
             continue
         lines += [f"### `{plan.name}`", ""]
+        for warning in plan.warnings:
+            # A blank line after each keeps two warnings from merging into one quote.
+            lines += [f"> **Warning:** {_md(warning)}", ""]
         for action in plan.actions:
             lines.append(f"- **`{action.name}`**: {_md(action.reason)}")
             lines.extend(f"  - {_md(detail)}" for detail in _detail_lines(action))

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from reconciler.backup.engine import SourceEvent
+from reconciler.crypto.keys import PrivateKey
 from reconciler.reconcile.apply import ApplyContext, Outcome, apply_plan
 from reconciler.reconcile.observe import ObservedState, observe
 from reconciler.reconcile.plan import ConfigurationPlan, Desired, plan_configuration
+from reconciler.reconcile.rewrap_inputs import RewrapInputs, rewrap_inputs
 from reconciler.repository.credentials import matches
-from reconciler.repository.lock import RepositoryLock
+from reconciler.repository.fenced import FencedStorage
+from reconciler.repository.lock import DEFAULT_TTL, RepositoryLock
 from reconciler.repository.store import Repository
 from reconciler.spec.model import BackupConfiguration
 from reconciler.storage.factory import Credentials, location_credentials, open_storage
@@ -34,7 +37,13 @@ def prepare(config: BackupConfiguration) -> Prepared:
     return Prepared(config, Repository(storage, config.name), credentials)
 
 
-def desired_state(prepared: Prepared, observed: ObservedState) -> Desired:
+def desired_state(
+    prepared: Prepared, observed: ObservedState, rewrap: RewrapInputs | None = None
+) -> Desired:
+    """Return the Desired state: the configuration and what was learnt about it here.
+
+    ``rewrap`` carries the loaded previous keys' fingerprints for key.rewrap;
+    certificate validity is judged by the real clock."""
     recorded = observed.settings.credentials if observed.settings else None
     creds = prepared.credentials
     if recorded is None or creds is None:
@@ -42,13 +51,36 @@ def desired_state(prepared: Prepared, observed: ObservedState) -> Desired:
     else:
         changed = not matches(recorded, creds.material)
     principal = creds.principal if creds else ""
-    return Desired(prepared.config, credentials_changed=changed, credentials_principal=principal)
+    rewrap = rewrap or RewrapInputs()
+    return Desired(
+        prepared.config,
+        credentials_changed=changed,
+        credentials_principal=principal,
+        real_now=now_utc(),
+        previous_keys=frozenset(k.public_key_sha256 for k in rewrap.keys),
+        key_fingerprints=rewrap.fingerprints,
+    )
 
 
 def make_plan(prepared: Prepared, now: datetime) -> tuple[ConfigurationPlan, ObservedState]:
-    """Observe and plan without changing anything. Raises StorageError, IntegrityError."""
-    observed = observe(prepared.repository, now_utc())
-    return plan_configuration(desired_state(prepared, observed), observed, now), observed
+    """Observe and plan without changing anything.
+
+    Raises StorageError, IntegrityError, ConfigError (a previous key), CryptoError
+    (an expired certificate)."""
+    plan, observed, _keys = plan_with_keys(prepared, now)
+    return plan, observed
+
+
+def plan_with_keys(
+    prepared: Prepared, now: datetime, own_lock: str | None = None
+) -> tuple[ConfigurationPlan, ObservedState, tuple[PrivateKey, ...]]:
+    """As make_plan, and also return the previous keys loaded for key.rewrap.
+
+    ``own_lock``: the nonce of the repository lock the caller holds, if any."""
+    observed = observe(prepared.repository, now_utc(), own_lock)
+    rewrap = rewrap_inputs(prepared.repository, prepared.config, observed)
+    plan = plan_configuration(desired_state(prepared, observed, rewrap), observed, now)
+    return plan, observed, rewrap.keys
 
 
 def reconcile(
@@ -60,18 +92,30 @@ def reconcile(
     on_source: Callable[[SourceEvent], None] | None = None,
     lock_ttl: timedelta | None = None,
     check: Callable[[ConfigurationPlan, ObservedState], None] | None = None,
+    lock_timeout: float = 0.0,
+    heartbeat: Callable[[], None] | None = None,
 ) -> tuple[ConfigurationPlan, list[Outcome]]:
     """Take the lock, observe, plan and apply.
 
     ``check`` may veto the plan (a saved plan that went stale) by raising.
+    ``lock_timeout``: seconds to wait while another process holds the lock.
+    ``heartbeat`` is called at every write (a sign of progress).
     Raises LockedError, StorageError, PlanError."""
     storage = prepared.repository.storage
     storage.ensure_root()
-    lock = RepositoryLock(storage, prepared.config.name, lock_command)
-    if lock_ttl is not None:
-        lock = RepositoryLock(storage, prepared.config.name, lock_command, ttl=lock_ttl)
+    lock = RepositoryLock(
+        storage,
+        prepared.config.name,
+        lock_command,
+        ttl=lock_ttl or DEFAULT_TTL,
+        timeout=lock_timeout,
+    )
     with lock:
-        plan, observed = make_plan(prepared, now)
+        # Every write checks that the lock is still ours: a holder that lost it
+        # (taken over after a long stall, broken by `unlock`) stops writing.
+        fenced = FencedStorage(storage, _guard(lock, heartbeat))
+        prepared = replace(prepared, repository=Repository(fenced, prepared.repository.name))
+        plan, observed, previous_keys = plan_with_keys(prepared, now, lock.holder.nonce)
         if check:
             check(plan, observed)
         if on_plan:
@@ -83,5 +127,17 @@ def reconcile(
             real_now=now_utc(),
             credentials=prepared.credentials,
             on_source=on_source,
+            previous_keys=previous_keys,
         )
         return plan, apply_plan(plan, context, on_outcome)
+
+
+def _guard(lock: RepositoryLock, heartbeat: Callable[[], None] | None) -> Callable[[], None]:
+    """What runs before every write: raises LockedError once the lock is lost."""
+
+    def guard() -> None:
+        lock.ensure_held()
+        if heartbeat is not None:
+            heartbeat()
+
+    return guard

@@ -223,7 +223,9 @@ def record_from_json(data: Any, where: str) -> BackupRecord:
                 )
                 for s in data["sources"]
             ),
-            wrapped_key=WrappedKey.from_json(data["wrappedKey"]) if "wrappedKey" in data else None,
+            wrapped_key=WrappedKey.from_json(data["wrappedKey"], f"the wrapped data key in {where}")
+            if "wrappedKey" in data
+            else None,
             verified_at=_parse_time_or_none(data.get("verifiedAt")),
             verification_error=data.get("verificationError"),
         )

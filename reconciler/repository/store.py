@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from reconciler.errors import IntegrityError, ObjectNotFoundError, StorageError
+from reconciler.failpoints import failpoint
 from reconciler.repository.records import (
     BACKUPS_DIR,
     CATALOG_KEY,
@@ -124,7 +125,11 @@ class Repository:
         data: dict[str, Any] = {"backups": [record_to_json(b.summary()) for b in ordered]}
         if pending_deletes:
             data["pendingDeletes"] = sorted(pending_deletes)
-        self.storage.write_atomic(CATALOG_KEY, dumps(data))
+        # As write_atomic, with a failpoint while the new catalog is written but
+        # not yet in place.
+        with self.storage.open_write(CATALOG_KEY) as out:
+            out.write(dumps(data))
+            failpoint("catalog-write")
 
     def backup_ids_on_storage(self) -> list[str]:
         return [e.name for e in self.storage.list_dir(BACKUPS_DIR) if e.is_dir]

@@ -80,21 +80,29 @@ def write_tree(root: Path, exclude: tuple[str, ...], out: ByteSink) -> SourceSta
     """
     root_stat = _root_stat(root)
     writer = _TarWriter(out)
-    writer.header(_tarinfo(".", tarfile.DIRTYPE, root_stat))
+    writer.header(b".", tarfile.DIRTYPE, root_stat)
     items, content_bytes = 1, 0
-    for name, path, st in _walk(str(root), exclude):
-        if stat.S_ISDIR(st.st_mode):
-            writer.header(_tarinfo(name, tarfile.DIRTYPE, st))
-        elif stat.S_ISLNK(st.st_mode):
-            if not _write_symlink(writer, name, path, st):
-                continue
-        elif stat.S_ISREG(st.st_mode):
-            size = _write_file(writer, name, path)
-            if size is None:
-                continue
-            content_bytes += size
-        else:
-            continue  # socket, FIFO or device: nothing a restore could bring back
+    for name, entry in _walk(os.fsencode(root), exclude):
+        path = entry.path
+        try:
+            if entry.is_file(follow_symlinks=False):
+                size = _write_file(writer, name, path)
+                if size is None:
+                    continue
+                content_bytes += size
+            elif entry.is_dir(follow_symlinks=False):
+                writer.header(name, tarfile.DIRTYPE, entry.stat(follow_symlinks=False))
+            elif entry.is_symlink():
+                if not _write_symlink(writer, name, entry):
+                    continue
+            else:
+                continue  # socket, FIFO or device: nothing a restore could bring back
+        except FileNotFoundError:
+            continue  # deleted since its folder was listed
+        except OSError as exc:
+            raise SourceError(
+                f"the path {os.fsdecode(path)} in the source cannot be read ({exc.strerror})"
+            ) from exc
         items += 1
     writer.close()
     return SourceStats(items=items, content_bytes=content_bytes)
@@ -117,49 +125,52 @@ def _root_stat(root: Path) -> os.stat_result:
     return st
 
 
-def _walk(root: str, exclude: tuple[str, ...]) -> Iterator[tuple[str, str, os.stat_result]]:
-    """Yield ``(archive name, path, lstat)`` below ``root``, depth first, sorted.
+def _walk(root: bytes, exclude: tuple[str, ...]) -> Iterator[tuple[bytes, os.DirEntry[bytes]]]:
+    """Yield ``(archive name, entry)`` below ``root``, depth first, sorted by bytes.
 
-    A folder is yielded before its contents. An explicit stack rather than
-    recursion, so that deep trees do not hit Python's recursion limit."""
-    stack = [iter(_children(root, ""))]
+    A folder is yielded before its contents, which are listed when the caller
+    asks for the next entry (so a folder the caller could not read is never
+    descended into). Names and paths are bytes, so any name survives as it
+    is; an explicit stack rather than recursion, so that deep trees do not
+    hit Python's recursion limit."""
+    stack = [iter(_children(root, b""))]
     while stack:
         child = next(stack[-1], None)
         if child is None:
             stack.pop()
             continue
-        name, path = child
-        if _is_excluded(name, exclude):
+        name, entry = child
+        if exclude and _is_excluded(os.fsdecode(name), exclude):
             continue
+        yield name, entry
         try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            continue  # deleted since its folder was listed
-        except OSError as exc:
-            raise SourceError(
-                f"the path {path} in the source cannot be read ({exc.strerror})"
-            ) from exc
-        yield name, path, st
-        if stat.S_ISDIR(st.st_mode):
-            stack.append(iter(_children(path, name)))
+            is_dir = entry.is_dir(follow_symlinks=False)
+        except OSError:
+            continue  # gone, or unreadable: write_tree has reported it
+        if is_dir:
+            stack.append(iter(_children(entry.path, name)))
 
 
-def _children(folder: str, name: str) -> list[tuple[str, str]]:
-    """The ``(archive name, path)`` of each entry in ``folder``, sorted by bytes.
+def _children(folder: bytes, name: bytes) -> list[tuple[bytes, os.DirEntry[bytes]]]:
+    """The ``(archive name, entry)`` of each entry in ``folder``, sorted by bytes.
 
     Returns an empty list when the folder was deleted since it was listed.
     Raises ``SourceError`` naming the folder when it cannot be read."""
     try:
-        with os.scandir(folder) as entries:
-            names = sorted((entry.name for entry in entries), key=os.fsencode)
+        with os.scandir(folder) as scan:
+            entries = sorted(scan, key=_entry_name)
     except (FileNotFoundError, NotADirectoryError):
         return []
     except OSError as exc:
         raise SourceError(
-            f"the folder {folder} in the source cannot be read ({exc.strerror})"
+            f"the folder {os.fsdecode(folder)} in the source cannot be read ({exc.strerror})"
         ) from exc
-    prefix = f"{name}/" if name else ""
-    return [(prefix + child, os.path.join(folder, child)) for child in names]
+    prefix = name + b"/" if name else b""
+    return [(prefix + entry.name, entry) for entry in entries]
+
+
+def _entry_name(entry: os.DirEntry[bytes]) -> bytes:
+    return entry.name
 
 
 def _is_excluded(name: str, exclude: tuple[str, ...]) -> bool:
@@ -171,23 +182,28 @@ def _is_excluded(name: str, exclude: tuple[str, ...]) -> bool:
     )
 
 
-def _write_symlink(writer: _TarWriter, name: str, path: str, st: os.stat_result) -> bool:
+def _write_symlink(writer: _TarWriter, name: bytes, entry: os.DirEntry[bytes]) -> bool:
     """Write a symbolic link entry; False when the link has disappeared.
 
     Raises ``SourceError`` naming the link when it cannot be read."""
     try:
-        target = os.readlink(path)
+        st = entry.stat(follow_symlinks=False)
+        target = os.readlink(entry.path)
     except FileNotFoundError:
         return False
     except OSError as exc:
         raise SourceError(
-            f"the symbolic link {path} in the source cannot be read ({exc.strerror})"
+            f"the symbolic link {os.fsdecode(entry.path)} in the source cannot be read"
+            f" ({exc.strerror})"
         ) from exc
-    writer.header(_tarinfo(name, tarfile.SYMTYPE, st, linkname=target))
+    writer.header(name, tarfile.SYMTYPE, st, linkname=target)
     return True
 
 
-def _write_file(writer: _TarWriter, name: str, path: str) -> int | None:
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _write_file(writer: _TarWriter, name: bytes, path: bytes) -> int | None:
     """Write a regular file's header and content; its size, or None if it vanished.
 
     The header is built from ``fstat`` of the open file, so that the size in it
@@ -196,71 +212,94 @@ def _write_file(writer: _TarWriter, name: str, path: str) -> int | None:
     try:
         # O_NOFOLLOW and O_NONBLOCK: if the file was swapped for a symlink or a
         # FIFO since it was listed, fail or return instead of following/blocking.
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, _OPEN_FLAGS)
     except FileNotFoundError:
         return None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise SourceError(
-                f"the file {path} was replaced while the backup was reading it"
+                f"the file {os.fsdecode(path)} was replaced while the backup was reading it"
             ) from exc
-        raise SourceError(f"the file {path} in the source cannot be read ({exc.strerror})") from exc
+        raise SourceError(
+            f"the file {os.fsdecode(path)} in the source cannot be read ({exc.strerror})"
+        ) from exc
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise SourceError(f"the file {path} was replaced while the backup was reading it")
-        os.set_blocking(fd, True)
-        writer.header(_tarinfo(name, tarfile.REGTYPE, st, size=st.st_size))
-        _copy_exactly(fd, st.st_size, writer, path)
+            raise SourceError(
+                f"the file {os.fsdecode(path)} was replaced while the backup was reading it"
+            )
+        size = st.st_size
+        if size < _SMALL_FILE:
+            writer.small_file(name, st, _read_small(fd, size, path))
+            return size
+        writer.header(name, tarfile.REGTYPE, st, size=size)
+        _copy_exactly(fd, size, writer, path)
     except OSError as exc:
-        raise SourceError(f"the file {path} in the source cannot be read ({exc.strerror})") from exc
+        raise SourceError(
+            f"the file {os.fsdecode(path)} in the source cannot be read ({exc.strerror})"
+        ) from exc
     finally:
         os.close(fd)
     writer.pad()
-    return st.st_size
+    return size
 
 
-def _copy_exactly(fd: int, size: int, writer: _TarWriter, path: str) -> None:
+_SMALL_FILE = 256 * 1024
+"""Files below this size are read whole and written with their headers at once."""
+
+
+def _read_small(fd: int, size: int, path: bytes) -> bytes:
+    """All ``size`` bytes of a small file, asking for one byte more to see its end.
+
+    Raises ``SourceError`` when the file has fewer or more bytes than ``size``."""
+    data = _read(fd, size + 1)
+    if len(data) == size:
+        return data
+    parts = [data]
+    got = len(data)
+    while got <= size:
+        more = _read(fd, size + 1 - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    if got != size:
+        raise SourceError(_changed_size(path))
+    return b"".join(parts)
+
+
+def _copy_exactly(fd: int, size: int, writer: _TarWriter, path: bytes) -> None:
     """Copy exactly ``size`` bytes from ``fd`` to the archive, in chunks.
 
     Raises ``SourceError`` when the file ends early or has more bytes: either
     way it changed while being read, and the header already promised ``size``."""
     remaining = size
     while remaining > 0:
-        chunk = os.read(fd, min(CHUNK_SIZE, remaining))
+        chunk = _read(fd, min(CHUNK_SIZE, remaining))
         if not chunk:
             raise SourceError(_changed_size(path))
         writer.write(chunk)
         remaining -= len(chunk)
-    if os.read(fd, 1):
+    if _read(fd, 1):
         raise SourceError(_changed_size(path))
 
 
-def _changed_size(path: str) -> str:
+def _read(fd: int, size: int) -> bytes:
+    """``os.read`` of a file opened with O_NONBLOCK, which regular files ignore
+    on local file systems; should one refuse to block, make it blocking."""
+    try:
+        return os.read(fd, size)
+    except BlockingIOError:
+        os.set_blocking(fd, True)
+        return os.read(fd, size)
+
+
+def _changed_size(path: bytes) -> str:
     return (
-        f"the file {path} changed size while the backup was reading it, "
+        f"the file {os.fsdecode(path)} changed size while the backup was reading it, "
         "so it was not stored half-written"
     )
-
-
-def _tarinfo(
-    name: str, kind: bytes, st: os.stat_result, *, size: int = 0, linkname: str = ""
-) -> tarfile.TarInfo:
-    """A header for ``name`` with the mode, owner and exact mtime of ``st``."""
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.mode = stat.S_IMODE(st.st_mode)
-    info.uid = st.st_uid
-    info.gid = st.st_gid
-    info.uname = _user_name(st.st_uid)
-    info.gname = _group_name(st.st_gid)
-    info.size = size
-    info.linkname = linkname
-    # The ustar field holds whole seconds; the PAX record, which readers
-    # prefer, holds the exact value.
-    info.mtime = st.st_mtime_ns // _NS_PER_SECOND
-    info.pax_headers = {"mtime": _format_ns(st.st_mtime_ns)}
-    return info
 
 
 @lru_cache(maxsize=256)
@@ -281,13 +320,6 @@ def _group_name(gid: int) -> str:
         return ""
 
 
-def _format_ns(ns: int) -> str:
-    """Nanoseconds since the epoch as an exact PAX time: ``-1.500000000``."""
-    sign = "-" if ns < 0 else ""
-    seconds, fraction = divmod(abs(ns), _NS_PER_SECOND)
-    return f"{sign}{seconds}.{fraction:09d}"
-
-
 def _parse_ns(text: str) -> int | None:
     """A PAX time as nanoseconds since the epoch; None when it is malformed.
 
@@ -300,19 +332,225 @@ def _parse_ns(text: str) -> int | None:
     return -ns if sign else ns
 
 
+# The header layout is the one ``tarfile.TarInfo.tobuf(PAX_FORMAT)`` produces,
+# byte for byte (a test holds it to that), built here without a TarInfo per
+# entry: a PAX extended header whose records hold the exact mtime and whatever
+# the ustar fields cannot (long or non-ASCII names, large ids and sizes), then
+# the ustar header. The parts of a header that depend only on the owner are
+# made once per owner.
+_MAX_ID = 8**7
+_MAX_SIZE = 8**11
+_CHECKSUM_SPACES = b"        "
+_NUMBERS = b"%07o\0%07o\0%07o\0%011o\0%011o\0"
+_NO_DEVICE_AND_PREFIX = bytes(8 + 8 + 155 + 12)  # devmajor, devminor, prefix, padding
+
+
+@dataclass(frozen=True)
+class _Owner:
+    """What the header of an entry owned by ``uid``/``gid`` holds about its owner."""
+
+    uid: int
+    gid: int
+    tail: bytes
+    """The header from the magic on: magic, user and group names, no device, no prefix."""
+    tail_sum: int
+    """The byte sum of ``tail`` and of the checksum field's spaces."""
+    records: tuple[tuple[bytes, bytes], ...]
+    """PAX records the owner needs (long or non-ASCII names, large ids)."""
+
+
+@lru_cache(maxsize=256)
+def _owner(uid: int, gid: int) -> _Owner:
+    uname, gname = os.fsencode(_user_name(uid)), os.fsencode(_group_name(gid))
+    records: list[tuple[bytes, bytes]] = []
+    uname_field, long_uname = _ustar_text(uname, 32)
+    if long_uname:
+        records.append((b"uname", uname))
+    gname_field, long_gname = _ustar_text(gname, 32)
+    if long_gname:
+        records.append((b"gname", gname))
+    if not 0 <= uid < _MAX_ID:
+        records.append((b"uid", b"%d" % uid))
+        uid = 0
+    if not 0 <= gid < _MAX_ID:
+        records.append((b"gid", b"%d" % gid))
+        gid = 0
+    tail = b"".join(
+        (
+            tarfile.POSIX_MAGIC,
+            uname_field.ljust(32, b"\0"),
+            gname_field.ljust(32, b"\0"),
+            _NO_DEVICE_AND_PREFIX,
+        )
+    )
+    return _Owner(uid, gid, tail, sum(tail) + sum(_CHECKSUM_SPACES), tuple(records))
+
+
+def _ustar_header(
+    name: bytes,
+    mode: int,
+    owner: _Owner,
+    size: int,
+    mtime: int,
+    kind: bytes,
+    linkname: bytes,
+) -> bytes:
+    """One 512-byte ustar header block; ``name`` and ``linkname`` already fit."""
+    numbers = _NUMBERS % (mode, owner.uid, owner.gid, size, mtime)
+    checksum = owner.tail_sum + sum(name) + sum(numbers) + kind[0] + sum(linkname)
+    return b"".join(
+        (
+            name.ljust(100, b"\0"),
+            numbers,
+            b"%06o\0 " % checksum,
+            kind,
+            linkname.ljust(100, b"\0"),
+            owner.tail,
+        )
+    )
+
+
+@lru_cache(maxsize=64)
+def _pax_header_block(records_size: int) -> bytes:
+    """The ustar block announcing ``records_size`` bytes of PAX records."""
+    return _ustar_header(
+        b"././@PaxHeader", 0, _owner_without_names(), records_size, 0, tarfile.XHDTYPE, b""
+    )
+
+
+@lru_cache(maxsize=1)
+def _owner_without_names() -> _Owner:
+    tail = tarfile.POSIX_MAGIC + bytes(64) + _NO_DEVICE_AND_PREFIX
+    return _Owner(0, 0, tail, sum(tail) + sum(_CHECKSUM_SPACES), ())
+
+
+def _ustar_text(value: bytes, limit: int) -> tuple[bytes, bool]:
+    """The ustar field form of a name and whether it needs a PAX record too.
+
+    As ``tarfile`` does: a value that is not ASCII or longer than the field
+    goes into a PAX record; the field holds it with every non-ASCII character
+    replaced by ``?``, cut to the field's length."""
+    if value.isascii():
+        return value[:limit], len(value) > limit
+    return os.fsdecode(value).encode("ascii", "replace")[:limit], True
+
+
+def _pax_record(keyword: bytes, value: bytes) -> bytes:
+    """``"<length> <keyword>=<value>\\n"``, where the length counts itself."""
+    length = len(keyword) + len(value) + 3
+    total = length + len(str(length))
+    if len(str(total)) != len(str(length)):
+        total = length + len(str(total))
+    return b"%d %s=%s\n" % (total, keyword, value)
+
+
+def _pax_time(ns: int) -> bytes:
+    """Nanoseconds since the epoch as an exact PAX time: ``-1.500000000``."""
+    if ns >= 0:
+        return b"%d.%09d" % divmod(ns, _NS_PER_SECOND)
+    return b"-%d.%09d" % divmod(-ns, _NS_PER_SECOND)
+
+
+def _header(
+    name: bytes, kind: bytes, st: os.stat_result, size: int = 0, linkname: bytes = b""
+) -> bytes:
+    """The PAX extended header and the ustar header of one entry, with the mode,
+    owner and exact mtime of ``st``."""
+    if kind == tarfile.DIRTYPE and not name.endswith(b"/"):
+        name += b"/"
+    owner = _owner(st.st_uid, st.st_gid)
+    mtime_ns = st.st_mtime_ns
+    mtime = mtime_ns // _NS_PER_SECOND
+    if not 0 <= mtime < _MAX_SIZE:
+        mtime = 0  # the PAX record holds it
+    records = _pax_record(b"mtime", _pax_time(mtime_ns))
+    if len(name) > 100 or not name.isascii() or linkname or owner.records or size >= _MAX_SIZE:
+        name, linkname, size, records = _long_header_fields(name, owner, size, linkname, records)
+    return b"".join(
+        (
+            _pax_header_block(len(records)),
+            records,
+            bytes(-len(records) % _BLOCK),
+            _ustar_header(name, stat.S_IMODE(st.st_mode), owner, size, mtime, kind, linkname),
+        )
+    )
+
+
+def _long_header_fields(
+    name: bytes, owner: _Owner, size: int, linkname: bytes, records: bytes
+) -> tuple[bytes, bytes, int, bytes]:
+    """Name, link name and size fields for ``_header`` and the PAX records, when
+    something does not fit the ustar fields (tarfile's order of records)."""
+    extra: list[tuple[bytes, bytes]] = []
+    name_field, long_name = _ustar_text(name, 100)
+    if long_name:
+        extra.append((b"path", name))
+    link_field, long_link = _ustar_text(linkname, 100)
+    if long_link:
+        extra.append((b"linkpath", linkname))
+    extra.extend(owner.records)  # uname, gname, uid, gid: tarfile's order
+    if size >= _MAX_SIZE:
+        extra.append((b"size", b"%d" % size))
+        size = 0
+    if not all(_is_utf8(value) for _keyword, value in extra):
+        # Names that are not UTF-8 are stored as their bytes (tarfile's way).
+        records = b"21 hdrcharset=BINARY\n" + records
+    records += b"".join(_pax_record(keyword, value) for keyword, value in extra)
+    return name_field, link_field, size, records
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 class _TarWriter:
-    """Writes tar blocks to ``out``, tracking the offset for padding."""
+    """Writes the archive to ``out`` in writes of at most ``CHUNK_SIZE`` bytes.
+
+    Small pieces (headers, small files, padding) are gathered and written
+    together; a large file's chunks go to ``out`` as they are read."""
 
     def __init__(self, out: ByteSink) -> None:
         self._out = out
         self._offset = 0
+        self._parts: list[bytes] = []
+        self._pending = 0
 
     def write(self, data: bytes) -> None:
-        self._out.write(data)
-        self._offset += len(data)
+        size = len(data)
+        if self._pending + size > CHUNK_SIZE:
+            self._flush()
+        if size >= CHUNK_SIZE // 2:
+            self._flush()
+            self._out.write(data)
+        else:
+            self._parts.append(data)
+            self._pending += size
+        self._offset += size
 
-    def header(self, info: tarfile.TarInfo) -> None:
-        self.write(info.tobuf(tarfile.PAX_FORMAT, _ENCODING, _ERRORS))
+    def _flush(self) -> None:
+        if self._parts:
+            parts = self._parts
+            self._out.write(parts[0] if len(parts) == 1 else b"".join(parts))
+            self._parts = []
+            self._pending = 0
+
+    def header(
+        self, name: bytes, kind: bytes, st: os.stat_result, *, size: int = 0, linkname: bytes = b""
+    ) -> None:
+        """Write the headers of an entry (a regular file's data follows)."""
+        self.write(_header(name, kind, st, size, linkname))
+
+    def small_file(self, name: bytes, st: os.stat_result, data: bytes) -> None:
+        """Write a whole regular file: headers, ``data`` and its padding."""
+        self.write(
+            b"".join(
+                (_header(name, tarfile.REGTYPE, st, len(data)), data, bytes(-len(data) % _BLOCK))
+            )
+        )
 
     def pad(self) -> None:
         """Fill the last block of the data just written with zeros."""
@@ -326,6 +564,7 @@ class _TarWriter:
         remainder = self._offset % _RECORD
         if remainder:
             self.write(bytes(_RECORD - remainder))
+        self._flush()
 
 
 # --------------------------------------------------------------------------

@@ -68,7 +68,8 @@ def build_configuration(
     problems = _Problems(document)
     data = document.data
     spec = data["spec"]
-    base = document.file.parent
+    # Absolute from here on: the daemon and commands must not depend on the cwd.
+    base = document.file.parent.resolve()
     storage = _location(spec["storage"], base, ("spec", "storage"), problems)
     migration = spec.get("migration")
     migration_from = (

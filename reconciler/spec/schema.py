@@ -33,15 +33,16 @@ def _validator() -> jsonschema.Draft202012Validator:
 def schema_errors(document: Document) -> list[str]:
     """Every schema violation in ``document`` as 'file:line: field.path: message'."""
     errors = sorted(_validator().iter_errors(document.data), key=_error_order)
-    messages: list[str] = []
+    found: list[tuple[int, str]] = []
     for error in _leaves(errors):
         path = tuple(error.absolute_path)
         line = line_of(document.data, _line_path(error), document.line)
         where = format_path(path) or "(document)"
         message = f"{document.file}:{line}: {where}: {_describe(error)}"
-        if message not in messages:
-            messages.append(message)
-    return messages
+        if (line, message) not in found:
+            found.append((line, message))
+    # In the order a reader meets them in the file.
+    return [message for _line, message in sorted(found, key=lambda item: item[0])]
 
 
 def _error_order(error: ValidationError) -> tuple[str, str]:
@@ -106,7 +107,7 @@ def _describe(error: ValidationError) -> str:
         missing = [n for n in value if n not in present]
         return f"missing required field {', '.join(repr(n) for n in missing)}"
     if kind == "type":
-        return f"must be {_type_phrase(value)}, not {_type_of(instance)} {_show(instance)}"
+        return f"must be {_type_phrase(value)}, not {_type_of(instance)} {_show(instance)}".rstrip()
     schema = error.schema if isinstance(error.schema, dict) else {}
     if kind in ("minProperties", "maxProperties"):
         options = list(schema.get("properties", {}))

@@ -41,8 +41,9 @@ def resolve_secret(ref: SecretRef, environ: Mapping[str, str] | None = None) -> 
     else:
         assert ref.file is not None
         try:
-            # A trailing newline is how editors and `echo` write files, not part of a secret.
-            value = ref.file.read_text(encoding="utf-8").rstrip("\r\n")
+            # One trailing newline is how editors and `echo` write files, not part of
+            # the secret; anything more is kept, as written.
+            value = ref.file.read_text(encoding="utf-8").removesuffix("\n").removesuffix("\r")
         except FileNotFoundError:
             raise ConfigError(f"{where}: the secret file {ref.file} does not exist") from None
         except (OSError, UnicodeDecodeError) as exc:

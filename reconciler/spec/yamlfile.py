@@ -38,6 +38,7 @@ class _LineLoader(yaml.SafeLoader):
     def construct_mapping(  # type: ignore[override]
         self, node: yaml.MappingNode, deep: bool = False
     ) -> LineDict:
+        self.flatten_mapping(node)  # resolves `<<: *anchor` merge keys
         mapping = LineDict()
         mapping.line = node.start_mark.line + 1
         mapping.key_lines = {}

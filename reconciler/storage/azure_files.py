@@ -172,6 +172,27 @@ class _QuickRetry(ExponentialRetry):
         super().__init__(
             retry_total=total, retry_connect=total, retry_read=total, retry_status=total
         )
+        # True after a request failed to connect through every retry, until a
+        # request gets through again. Meanwhile requests try to connect once:
+        # after a backup failed on a dead account, its clean-up and the lock
+        # release would otherwise each spend another round of backoff (about
+        # 4 s each here, about a minute each with connection timeouts).
+        self.unreachable = False
+
+    def configure_retries(self, request: Any) -> dict[str, Any]:
+        settings: dict[str, Any] = super().configure_retries(request)
+        if self.unreachable:
+            settings["connect"] = 0  # the first failed connection exhausts it
+        return settings
+
+    def send(self, request: Any) -> Any:
+        try:
+            response = super().send(request)  # type: ignore[no-untyped-call]
+        except ServiceRequestError:
+            self.unreachable = True
+            raise
+        self.unreachable = False
+        return response
 
     def get_backoff_time(self, settings: dict[str, Any]) -> float:
         base = self.FIRST_BACKOFF * 2 ** max(0, int(settings["count"]) - 1)
@@ -429,8 +450,7 @@ class AzureFilesStorage:
         try:
             yield writer
             writer.close()
-            with self._boundary(what):
-                self._file(temp).rename_file(path, overwrite=True)
+            self._commit(temp, path, writer.file_id, overwrite=True, what=what)
         except BaseException:
             if writer.started:
                 self._discard(temp)
@@ -445,10 +465,9 @@ class AzureFilesStorage:
         try:
             writer.write(data)
             writer.close()
-            with self._boundary(what):
-                # overwrite=False: the service refuses the rename if the key
-                # exists, atomically; that is the exclusive create.
-                self._file(temp).rename_file(path, overwrite=False)
+            # overwrite=False: the service refuses the rename if the key
+            # exists, atomically; that is the exclusive create.
+            self._commit(temp, path, writer.file_id, overwrite=False, what=what)
         except BaseException:
             if writer.started:
                 self._discard(temp)
@@ -542,30 +561,69 @@ class AzureFilesStorage:
         parent, name = parent_of(path), path.rsplit("/", 1)[-1]
         return f"{parent}/{temp_name_for(name)}" if parent else temp_name_for(name)
 
-    def _range_uploader(self, path: str, what: str) -> Callable[[int, bytes], None]:
-        """A function uploading one range at an offset, growing the file first."""
+    def _range_uploader(self, path: str, what: str) -> Callable[[int, bytes], str | None]:
+        """A function uploading one range at an offset, growing the file first.
+
+        It returns the file's id when it created the file, else None."""
         client = self._file(path)
 
-        def upload(offset: int, data: bytes) -> None:
+        def upload(offset: int, data: bytes) -> str | None:
+            file_id = None
             with self._boundary(what):
                 if offset == 0:
-                    self._create_file(client, path, len(data))
+                    file_id = self._create_file(client, path, len(data))
                 else:
                     client.resize_file(offset + len(data))
                 if data:
                     client.upload_range(data, offset=offset, length=len(data))
+            return file_id
 
         return upload
 
-    def _create_file(self, client: ShareFileClient, path: str, size: int) -> None:
-        """Create File, creating the missing parent directories on ParentNotFound."""
+    def _create_file(self, client: ShareFileClient, path: str, size: int) -> str | None:
+        """Create File, creating the missing parent directories on ParentNotFound.
+
+        Returns the new file's id (x-ms-file-id), None if the service sent none."""
         try:
-            client.create_file(size=size)
+            created = client.create_file(size=size)
         except HttpResponseError as exc:
             if _error_code(exc) != "ParentNotFound":
                 raise
             self._make_dirs(path.split("/")[:-1])
-            client.create_file(size=size)
+            created = client.create_file(size=size)
+        file_id = created.get("file_id")
+        return str(file_id) if file_id else None
+
+    def _commit(
+        self, temp: str, path: str, file_id: str | None, *, overwrite: bool, what: str
+    ) -> None:
+        """Rename the uploaded temporary file onto ``path``.
+
+        Rename File is the one request here that is not idempotent. When its
+        answer is lost (the connection drops after the service renamed), the
+        SDK sends it again and the repeat fails: the source is gone, or, with
+        ``overwrite=False``, the target exists. If ``path`` now holds the very
+        file that was uploaded (a file keeps its id across a rename), the first
+        attempt did the work and the commit succeeded; otherwise the error stands."""
+        with self._boundary(what):
+            try:
+                self._file(temp).rename_file(path, overwrite=overwrite)
+            except HttpResponseError as exc:
+                code = _error_code(exc)
+                if code not in _MISSING and code != "ResourceAlreadyExists":
+                    raise
+                if file_id is None or self._file_id(path) != file_id:
+                    raise
+
+    def _file_id(self, path: str) -> str | None:
+        """The id of the file at ``path``; None when there is none."""
+        try:
+            file_id = self._file(path).get_file_properties().file_id
+        except HttpResponseError as exc:
+            if self._is_missing(exc):
+                return None
+            raise
+        return str(file_id) if file_id else None
 
     def _discard(self, path: str) -> None:
         """Best-effort removal of a temporary file after a failure; staging
@@ -668,11 +726,12 @@ class _RangeReader(io.RawIOBase):
 class _RangeWriter:
     """An ObjectWriter that uploads in ranges of at most 4 MiB; holds one range in memory."""
 
-    def __init__(self, upload: Callable[[int, bytes], None]) -> None:
+    def __init__(self, upload: Callable[[int, bytes], str | None]) -> None:
         self._upload = upload
         self._buffer = bytearray()
         self._offset = 0
         self.started = False  # a file may exist on the server: discard it on failure
+        self.file_id: str | None = None  # the id the service gave the file it created
 
     def write(self, data: bytes | memoryview, /) -> int:
         self._buffer += data
@@ -689,5 +748,7 @@ class _RangeWriter:
         piece = bytes(self._buffer[:count])
         del self._buffer[:count]
         self.started = True
-        self._upload(self._offset, piece)
+        file_id = self._upload(self._offset, piece)
+        if file_id is not None:
+            self.file_id = file_id
         self._offset += count

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -92,10 +93,10 @@ class LocalStorage:
             os.replace(temp, path)
             _fsync_dir(path.parent)
         except OSError as exc:
-            temp.unlink(missing_ok=True)
+            _remove_quietly(temp)
             self._fail(exc, f"cannot write {path}")
         except BaseException:
-            temp.unlink(missing_ok=True)
+            _remove_quietly(temp)
             raise
 
     def create_exclusive(self, key: str, data: bytes) -> None:
@@ -169,6 +170,14 @@ class _TranslatingWriter:
             return self._stream.write(data)
         except OSError as exc:
             raise translate_os_error(exc, f"cannot write {self._path}") from exc
+
+
+def _remove_quietly(temp: Path) -> None:
+    """Remove a temporary object if possible: when the folder itself is gone (an
+    unmounted share), the original error is the one worth reporting, and staging
+    cleanup removes what is left."""
+    with contextlib.suppress(OSError):
+        temp.unlink(missing_ok=True)
 
 
 def _fsync_dir(path: Path) -> None:

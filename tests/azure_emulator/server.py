@@ -65,7 +65,9 @@ class AzureFilesEmulator:
     # -- lifecycle --------------------------------------------------------------
 
     def start(self) -> AzureFilesEmulator:
-        self._server = _Server(("127.0.0.1", 0), _Handler, self)
+        """Listen on a free port; a restart after ``stop()`` reuses the same port,
+        so the account URL stays valid (as a real server coming back would)."""
+        self._server = _Server(("127.0.0.1", self._port or 0), _Handler, self)
         self._port = int(self._server.server_address[1])
         self._thread = threading.Thread(
             target=self._server.serve_forever,

@@ -6,6 +6,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 
 from tests.e2e.conftest import Runner, Workspace, assert_one_clear_error
@@ -165,3 +166,45 @@ def test_dump_commands_do_not_see_the_configuration_secrets(
     dumped = (target / "key-vault" / "key-vault.dump").read_text()
     assert "UNRELATED_SETTING=visible" in dumped
     assert "OLD_KEY_PASSPHRASE" not in dumped and "hunter2-passphrase" not in dumped
+
+
+def test_in_place_sqlite_restore_discards_the_live_databases_stale_wal(
+    workspace: Workspace, run: Runner
+) -> None:
+    db = workspace.examples / "stamp" / "arm" / "resource-manager.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        backed_up = list(conn.iterdump())
+    os.chmod(db, 0o640)
+    assert run("apply", "-f", workspace.config).code == 0
+    # A writer dies with changes only in the -wal file: SQLite would replay
+    # them onto whatever database file it finds next to that -wal.
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, sqlite3, sys; c = sqlite3.connect(sys.argv[1]);"
+            " c.execute('CREATE TABLE after_backup (x)'); c.commit(); os._exit(0)",
+            str(db),
+        ],
+        check=True,
+    )
+    assert Path(f"{db}-wal").exists()
+    result = run(
+        "restore",
+        "-f",
+        workspace.config,
+        "--backup",
+        "latest",
+        "--key",
+        workspace.private_key,
+        "--in-place",
+        "--force",
+        "--source",
+        "resource-manager",
+    )
+    assert result.code == 0, result.text
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert list(conn.iterdump()) == backed_up
+    assert db.stat().st_mode & 0o777 == 0o640

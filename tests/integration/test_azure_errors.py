@@ -20,6 +20,7 @@ import pytest
 
 from reconciler.errors import (
     AuthenticationError,
+    ObjectExistsError,
     PermissionDeniedError,
     StorageError,
     StorageFullError,
@@ -33,7 +34,9 @@ from reconciler.storage.azure_files import (
     DefaultCredential,
     SasToken,
 )
+from reconciler.storage.base import TEMP_MARKER
 from tests.azure_emulator import AzureFilesEmulator
+from tests.azure_emulator.faults import RequestInfo
 
 SHARE = "backups"
 SMALL_SHARE = "small"
@@ -153,6 +156,27 @@ def test_a_stopped_server_is_unreachable_quickly(emulator: AzureFilesEmulator) -
     )
 
 
+def test_once_the_account_proved_unreachable_later_requests_do_not_back_off_again(
+    emulator: AzureFilesEmulator,
+) -> None:
+    # After a backup fails on a dead account, its clean-up and the lock release
+    # each make requests: each must not spend another round of retries (~4 s).
+    storage = open_storage(emulator)
+    storage.write_atomic("settings.json", b"{}")
+    emulator.stop()
+    with pytest.raises(UnreachableError):
+        storage.read("settings.json")
+    started = time.monotonic()
+    for operation in (lambda: storage.delete_tree("backups"), lambda: storage.delete("lock.json")):
+        with pytest.raises(UnreachableError, match="connection refused"):
+            operation()
+    assert time.monotonic() - started < 1.5
+    emulator.start()  # the same port: the account is back, and so are the retries
+    assert storage.read("settings.json") == b"{}"
+    emulator.inject(status=503, times=2)
+    assert storage.read("settings.json") == b"{}"
+
+
 def test_description_names_account_share_and_folder(emulator: AzureFilesEmulator) -> None:
     assert open_storage(emulator).description == (
         "Azure file share devstoreaccount1/backups/region-west"
@@ -218,6 +242,30 @@ def test_a_download_that_keeps_breaking_off_fails_clearly(emulator: AzureFilesEm
         f"the connection to Azure Files at devstoreaccount1 broke off during each of "
         f"{READ_ATTEMPTS} attempts"
     )
+
+
+def _rename(request: RequestInfo) -> bool:
+    return request.comp == "rename"
+
+
+def test_a_commit_whose_rename_answer_was_lost_is_not_reported_as_failed(
+    emulator: AzureFilesEmulator,
+) -> None:
+    # The service renamed the file, but the connection dropped before its
+    # answer: the SDK sends the rename again, which finds no source any more.
+    storage = open_storage(emulator)
+    emulator.inject(method="PUT", predicate=_rename, drop_after=0)
+    storage.write_atomic("backups/b1/manifest.json", b"{}")
+    assert storage.read("backups/b1/manifest.json") == b"{}"
+    emulator.inject(method="PUT", predicate=_rename, drop_after=0)
+    storage.create_exclusive("lock.json", b"mine")
+    assert storage.read("lock.json") == b"mine"
+    assert not [k for k in emulator.files(SHARE) if TEMP_MARKER in k]
+    # A lock someone else holds is still refused, answer lost or not.
+    emulator.inject(method="PUT", predicate=_rename, drop_after=0)
+    with pytest.raises(ObjectExistsError):
+        storage.create_exclusive("lock.json", b"theirs")
+    assert storage.read("lock.json") == b"mine"
 
 
 def test_an_object_replaced_while_being_read_is_not_mixed_up(

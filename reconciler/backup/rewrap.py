@@ -1,0 +1,109 @@
+"""Re-wrapping: move older backups to the current certificate without re-encrypting them.
+
+Only the small wrapped data key in each manifest changes: it is unwrapped with
+the previous private key and wrapped again to the current certificate, and the
+manifest is rewritten atomically with its new ``wrappedKey`` and
+``keyThumbprint``. The encrypted objects are never read or written. Each
+backup is committed on its own, so an interruption loses nothing: a manifest
+already on the current certificate is recognised and only its catalog entry is
+brought up to date.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from reconciler.crypto.certificates import Certificate
+from reconciler.crypto.envelope import unwrap_data_key, wrap_data_key
+from reconciler.crypto.keyring import KeyRing
+from reconciler.errors import IntegrityError, ObjectNotFoundError, WrongKeyError
+from reconciler.failpoints import failpoint
+from reconciler.repository.records import BackupRecord
+from reconciler.repository.store import Repository
+
+
+@dataclass
+class RewrapReport:
+    """What a run of ``rewrap_backups`` did, backup by backup."""
+
+    rewrapped: list[str] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)
+    """Found on the current certificate already (an interrupted run did them)."""
+    gone: list[str] = field(default_factory=list)
+    """No longer in the repository (pruned since the plan was made)."""
+    failures: list[str] = field(default_factory=list)
+    """One sentence per backup that could not be re-wrapped."""
+
+
+def rewrap_backups(
+    repository: Repository,
+    backup_ids: Sequence[str],
+    ring: KeyRing,
+    certificate: Certificate,
+) -> RewrapReport:
+    """Re-wrap each listed backup's data key to ``certificate``; return the report.
+
+    A backup that fails (no previous key fits, damaged manifest) is reported
+    and the others still go ahead. The catalog is updated once at the end for
+    every manifest now on ``certificate``. Raises StorageError when the storage
+    fails; manifests written until then stay valid and a later run resumes."""
+    report = RewrapReport()
+    moved: list[BackupRecord] = []
+    try:
+        for backup_id in backup_ids:
+            try:
+                record, changed = rewrap_backup(repository, backup_id, ring, certificate)
+            except ObjectNotFoundError:
+                report.gone.append(backup_id)
+                continue
+            except (IntegrityError, WrongKeyError) as exc:
+                report.failures.append(str(exc))
+                continue
+            (report.rewrapped if changed else report.already).append(backup_id)
+            moved.append(record)
+    finally:
+        if moved:
+            _update_catalog(repository, moved)
+    return report
+
+
+def rewrap_backup(
+    repository: Repository, backup_id: str, ring: KeyRing, certificate: Certificate
+) -> tuple[BackupRecord, bool]:
+    """Re-wrap one backup's data key to ``certificate`` and commit its manifest.
+
+    Returns the manifest now stored and whether it was rewritten (False: it
+    was already wrapped to ``certificate``'s public key). Raises
+    ObjectNotFoundError when the backup has no manifest, IntegrityError when
+    the manifest or its wrapped key is damaged, WrongKeyError when no key of
+    ``ring`` is the one the data key is wrapped to."""
+    record = repository.read_manifest(backup_id)
+    wrapped = record.wrapped_key
+    if wrapped is None:
+        raise IntegrityError(f"the manifest of backup {backup_id} holds no wrapped data key")
+    if wrapped.public_key_sha256 == certificate.public_key_sha256:
+        return record, False
+    key = ring.find(wrapped.public_key_sha256)
+    if key is None:
+        raise WrongKeyError(
+            f"backup {backup_id} is wrapped to certificate {wrapped.thumbprint}, and no key in"
+            " spec.encryption.previousKeys belongs to it"
+        )
+    data_key = unwrap_data_key(wrapped, key)
+    rewrapped = replace(
+        record,
+        wrapped_key=wrap_data_key(data_key, certificate),
+        key_thumbprint=certificate.thumbprint,
+    )
+    repository.write_manifest(rewrapped)
+    failpoint("rewrap-manifest")  # committed, the catalog not yet updated
+    return rewrapped, True
+
+
+def _update_catalog(repository: Repository, records: Sequence[BackupRecord]) -> None:
+    """Replace the catalog entries of ``records`` (those still listed) with their summaries."""
+    catalog = repository.read_catalog()
+    by_id = {r.id: r for r in records}
+    backups = tuple(by_id[b.id].summary() if b.id in by_id else b for b in catalog.backups)
+    repository.write_catalog(backups, catalog.pending_deletes)

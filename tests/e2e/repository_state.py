@@ -1,0 +1,106 @@
+"""What a repository holds, read straight from its folder, and the invariants it must keep.
+
+The crash and concurrency tests kill or race real ``backupctl`` processes and
+then judge the repository by these checks, which read the files themselves
+(decrypting every object with the demo private key) rather than trusting the
+code under test to report on itself."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.backup.pipeline import open_object
+from reconciler.crypto.envelope import unwrap_data_key
+from reconciler.crypto.keys import load_private_key
+from reconciler.repository.records import BackupRecord, BackupStatus, object_key
+from reconciler.repository.store import Repository
+from reconciler.storage.base import CHUNK_SIZE, TEMP_MARKER
+from reconciler.storage.local import LocalStorage
+
+
+@dataclass(frozen=True)
+class RepositoryState:
+    catalog: dict[str, str]
+    """Backup id -> status, as catalog.json lists them."""
+    pending_deletes: tuple[str, ...]
+    manifests: dict[str, BackupRecord]
+    """Committed backups: every backup folder holding a readable manifest."""
+    folders: frozenset[str]
+    leftovers: tuple[str, ...]
+    """Temporary objects, lock claims and the lock itself: nothing of these once settled."""
+
+    @property
+    def succeeded(self) -> set[str]:
+        return {i for i, status in self.catalog.items() if status == "Succeeded"}
+
+
+def read_state(repository: Path) -> RepositoryState:
+    raw = json.loads((repository / "catalog.json").read_text())
+    catalog = {b["id"]: b["status"] for b in raw["backups"]}
+    store = Repository(LocalStorage(repository), repository.name)
+    backups = repository / "backups"  # made with the first backup
+    folders = (
+        frozenset(p.name for p in backups.iterdir() if p.is_dir())
+        if backups.exists()
+        else frozenset()
+    )
+    manifests = {
+        i: store.read_manifest(i)
+        for i in folders
+        if (repository / "backups" / i / "manifest.json").exists()
+    }
+    leftovers = [str(p.relative_to(repository)) for p in repository.rglob(f"*{TEMP_MARKER}*")]
+    # The lock, and claims of takeovers (their folder may stay, empty).
+    leftovers += [str(p.relative_to(repository)) for p in repository.glob("lock*") if p.is_file()]
+    leftovers += [str(p.relative_to(repository)) for p in repository.glob("lock-claims/*")]
+    return RepositoryState(
+        catalog=catalog,
+        pending_deletes=tuple(raw.get("pendingDeletes", [])),
+        manifests=manifests,
+        folders=folders,
+        leftovers=tuple(sorted(leftovers)),
+    )
+
+
+def verify_objects(repository: Path, record: BackupRecord, private_key: Path) -> None:
+    """Decrypt and check every object of ``record`` end to end; raises IntegrityError."""
+    assert record.wrapped_key is not None, f"manifest of {record.id} holds no data key"
+    data_key = unwrap_data_key(record.wrapped_key, load_private_key(private_key, None))
+    storage = LocalStorage(repository)
+    for source in record.sources:
+        if source.object is None:
+            continue
+        key = object_key(record.id, source.object.name)
+        with open_object(storage, key, source.object, data_key) as plain:
+            while plain.read(CHUNK_SIZE):
+                pass
+
+
+def assert_nothing_false_is_listed(repository: Path, private_key: Path) -> RepositoryState:
+    """What must hold at any moment, even right after a kill -9: every backup the
+    catalog lists as Succeeded is committed, and all its objects verify."""
+    state = read_state(repository)
+    for backup_id in state.succeeded:
+        record = state.manifests.get(backup_id)
+        assert record is not None, f"{backup_id} is listed Succeeded but has no manifest"
+        assert record.status is BackupStatus.SUCCEEDED, (
+            f"{backup_id}: manifest says {record.status}"
+        )
+        verify_objects(repository, record, private_key)
+    return state
+
+
+def assert_settled(repository: Path, private_key: Path) -> RepositoryState:
+    """What must hold after a successful apply: the catalog agrees exactly with the
+    manifests, every committed backup verifies, and nothing is left over."""
+    state = assert_nothing_false_is_listed(repository, private_key)
+    statuses = {i: str(r.status) for i, r in state.manifests.items()}
+    assert state.catalog == statuses, "the catalog disagrees with the manifests"
+    assert state.folders == set(state.manifests), "a backup folder holds no manifest"
+    assert not state.pending_deletes, state.pending_deletes
+    assert not state.leftovers, state.leftovers
+    for record in state.manifests.values():
+        verify_objects(repository, record, private_key)
+    return state

@@ -1,0 +1,76 @@
+"""The deployment examples parse, and call backupctl only with options it has."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import yaml
+
+from reconciler.cli.main import cli
+
+DEPLOY = Path(__file__).resolve().parents[2] / "examples" / "deploy"
+
+
+def options_of(command: str) -> set[str]:
+    found = cli.commands[command]
+    return {o for p in found.params if isinstance(p, click.Option) for o in p.opts}
+
+
+def containers(document: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = document.get("spec", {})
+    if document["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    return list(spec.get("template", {}).get("spec", {}).get("containers", []))
+
+
+def check_invocation(args: list[str]) -> None:
+    command, *rest = args
+    known = options_of(command)
+    used = [a for a in rest if a.startswith("-")]
+    assert used and set(used) <= known, f"{command}: {set(used) - known} unknown"
+
+
+@pytest.mark.parametrize("path", sorted(DEPLOY.rglob("*.yaml")), ids=lambda p: p.name)
+def test_every_kubernetes_and_prometheus_file_is_valid_yaml(path: Path) -> None:
+    documents = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    assert documents
+    for document in documents:
+        for container in containers(document) if "kind" in document else []:
+            check_invocation(container["args"])
+
+
+def test_the_kubernetes_daemon_runs_two_replicas_with_a_health_probe() -> None:
+    [deployment] = yaml.safe_load_all(
+        (DEPLOY / "kubernetes" / "deployment-daemon.yaml").read_text()
+    )
+    assert deployment["spec"]["replicas"] == 2
+    [container] = containers(deployment)
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+@pytest.mark.parametrize(
+    "unit", sorted((DEPLOY / "systemd").glob("*.service")), ids=lambda p: p.name
+)
+def test_systemd_units_call_backupctl_with_options_it_has(unit: Path) -> None:
+    text = re.sub(r"\\\n\s*", " ", unit.read_text())
+    [exec_start] = [line for line in text.splitlines() if line.startswith("ExecStart=")]
+    argv = shlex.split(exec_start.removeprefix("ExecStart="))
+    assert argv[0].endswith("/backupctl")
+    check_invocation(argv[1:])
+
+
+def test_the_alert_rules_use_only_metrics_the_daemon_exports() -> None:
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "backupctl-alerts.yaml").read_text())
+    exported = {
+        "backupctl_backup_last_success_timestamp_seconds",
+        "backupctl_backup_last_status",
+        "backupctl_reconcile_total",
+        "backupctl_storage_available",
+    }
+    for rule in rules["groups"][0]["rules"]:
+        assert set(re.findall(r"backupctl_[a-z_]+", rule["expr"])) <= exported, rule["alert"]

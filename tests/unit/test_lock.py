@@ -1,0 +1,184 @@
+"""The repository lock beyond the basics: takeover claims, waiting, losing the lock.
+
+The basics (refusal naming the holder, expiry, dead processes, damaged lock
+files, the race of two takers) are in test_apply_memory.py."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from reconciler.errors import LockedError
+from reconciler.repository.fenced import FencedStorage
+from reconciler.repository.lock import CLAIMS_DIR, RepositoryLock, read_lock
+from reconciler.repository.records import LOCK_KEY, dumps
+from reconciler.storage.memory import MemoryStorage
+from reconciler.timeutil import format_time, now_utc
+
+T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def holder_json(*, host: str, pid: int, nonce: str, expires: datetime, command: str) -> bytes:
+    return dumps(
+        {
+            "host": host,
+            "pid": pid,
+            "nonce": nonce,
+            "command": command,
+            "createdAt": format_time(expires - timedelta(minutes=5)),
+            "expiresAt": format_time(expires),
+        }
+    )
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def stale_lock(storage: MemoryStorage, nonce: str = "5ca1ab1e") -> None:
+    storage.write_atomic(
+        LOCK_KEY,
+        holder_json(
+            host="gone.invalid",
+            pid=4242,
+            nonce=nonce,
+            expires=T0 - timedelta(minutes=1),
+            command="backupctl apply",
+        ),
+    )
+
+
+def test_a_takeover_claim_left_by_a_taker_that_died_is_broken() -> None:
+    storage = MemoryStorage()
+    stale_lock(storage)
+    claim = holder_json(
+        host=socket.gethostname(),
+        pid=dead_pid(),
+        nonce="dec0de01",
+        expires=T0 + timedelta(minutes=1),
+        command="backupctl apply (takeover)",
+    )
+    storage.write_atomic(f"{CLAIMS_DIR}/5ca1ab1e.json", claim)
+    with RepositoryLock(storage, "region-west", "backupctl daemon", clock=Clock(T0)) as lock:
+        assert read_lock(storage) == lock.holder
+        assert lock.taken_over is not None and "gone.invalid" in lock.taken_over
+    assert not any(k.startswith(CLAIMS_DIR) for k in storage.objects)
+
+
+def test_a_takeover_in_progress_elsewhere_is_reported_as_the_holder() -> None:
+    storage = MemoryStorage()
+    stale_lock(storage)
+    claim = holder_json(
+        host="other-host.invalid",
+        pid=77,
+        nonce="c1a1e001",
+        expires=T0 + timedelta(minutes=1),
+        command="backupctl daemon (takeover)",
+    )
+    storage.write_atomic(f"{CLAIMS_DIR}/5ca1ab1e.json", claim)
+    with pytest.raises(LockedError, match=r"locked by backupctl daemon \(takeover\) \(pid 77"):
+        RepositoryLock(storage, "region-west", "backupctl apply", clock=Clock(T0)).acquire()
+    current = read_lock(storage)
+    assert current is not None and current.nonce == "5ca1ab1e", "the stale lock was left alone"
+
+
+def test_a_lock_with_a_nonce_that_could_escape_the_repository_reads_as_damaged() -> None:
+    storage = MemoryStorage()
+    storage.write_atomic(
+        LOCK_KEY,
+        holder_json(host="h", pid=1, nonce="../../x", expires=T0 + timedelta(hours=1), command="x"),
+    )
+    holder = read_lock(storage)
+    assert holder is not None and holder.nonce == "damaged"
+    with RepositoryLock(storage, "region-west", "backupctl apply", clock=Clock(T0)) as lock:
+        assert read_lock(storage) == lock.holder
+
+
+def test_waiting_for_the_lock_takes_it_once_the_holder_releases() -> None:
+    storage = MemoryStorage()
+    first = RepositoryLock(storage, "region-west", "backupctl apply")
+    first.acquire()
+    threading.Timer(0.3, first.release).start()
+    second = RepositoryLock(
+        storage, "region-west", "backupctl daemon", timeout=10, poll_interval=0.05
+    )
+    started = time.monotonic()
+    with second:
+        assert read_lock(storage) == second.holder
+    assert 0.25 < time.monotonic() - started < 5
+
+
+def test_waiting_in_vain_says_how_long_it_waited_and_who_holds_the_lock() -> None:
+    storage = MemoryStorage()
+    with RepositoryLock(storage, "region-west", "backupctl apply") as first:
+        waiting = RepositoryLock(
+            storage, "region-west", "backupctl daemon", timeout=0.2, poll_interval=0.05
+        )
+        with pytest.raises(LockedError) as caught:
+            waiting.acquire()
+    message = str(caught.value)
+    assert f"nonce {first.holder.nonce}" in message
+    assert "waited 0.2 seconds" in message
+
+
+def test_a_holder_whose_lock_was_taken_over_stops_writing() -> None:
+    storage = MemoryStorage()
+    lock = RepositoryLock(storage, "region-west", "backupctl apply", ttl=timedelta(seconds=3))
+    lock.acquire()
+    fenced = FencedStorage(storage, lock.ensure_held)
+    fenced.write_atomic("backups/x/part", b"written while the lock is ours")
+    storage.write_atomic(
+        LOCK_KEY,
+        holder_json(
+            host="other-host.invalid",
+            pid=99,
+            nonce="0the4500",
+            expires=now_utc() + timedelta(minutes=5),
+            command="backupctl daemon",
+        ),
+    )
+    deadline = time.monotonic() + 5
+    while lock.lost is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # the renewal thread looks every ttl/3 = 1 s
+    assert lock.lost is not None and "other-host.invalid" in lock.lost
+    with pytest.raises(LockedError, match="stopped writing to repository region-west"):
+        fenced.write_atomic("backups/x/more", b"must not be written")
+    with pytest.raises(LockedError), fenced.open_write("backups/x/stream") as out:
+        out.write(b"nor this")
+    assert "backups/x/more" not in storage.objects
+    lock.release()
+    current = read_lock(storage)
+    assert current is not None and current.nonce == "0the4500", "release left theirs alone"
+
+
+def test_a_holder_that_could_not_renew_in_time_stops_writing_and_leaves_the_lock() -> None:
+    storage = MemoryStorage()
+    clock = Clock(T0)
+    lock = RepositoryLock(storage, "region-west", "backupctl apply", clock=clock)
+    lock.acquire()
+    try:
+        clock.now = T0 + timedelta(minutes=3, seconds=19)  # just over a third of the lease left
+        lock.ensure_held()
+        clock.now = T0 + timedelta(minutes=3, seconds=20)
+        with pytest.raises(LockedError, match="could not be renewed before"):
+            lock.ensure_held()
+        clock.now = T0 + timedelta(minutes=6)
+    finally:
+        lock.release()
+    # Deleting an expired lock could race with a process taking it over.
+    assert read_lock(storage) == lock.holder
