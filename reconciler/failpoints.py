@@ -26,7 +26,8 @@ Points: ``backup-started`` (the catalog lists the Running backup),
 written, not yet in place), ``prune-started`` (the doomed backups are out of
 the catalog), ``prune-deleting`` (a doomed manifest deleted, its objects not),
 ``cleanup`` (leftovers removed, the catalog not yet rewritten), ``lock-stale``
-(a stale lock was read) and ``lock-takeover`` (its takeover claimed).
+(a stale lock was read), ``lock-takeover`` (its takeover claimed) and
+``migrate-object`` (one object of a migrated backup copied, its manifest not yet).
 """
 
 from __future__ import annotations

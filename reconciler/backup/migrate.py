@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 
 from reconciler.errors import IntegrityError
+from reconciler.failpoints import failpoint
 from reconciler.repository.records import BackupRecord, object_key
 from reconciler.repository.store import Repository
 from reconciler.storage.base import CHUNK_SIZE, Storage
@@ -38,6 +39,7 @@ def copy_backup(source: Repository, target: Repository, record: BackupRecord) ->
                 f"the copy of {key} in {target.description} does not match its manifest"
             )
         copied += size
+        failpoint("migrate-object")  # an object copied, the manifest not yet
     target.write_manifest(record)
     return copied
 

@@ -9,6 +9,7 @@ from reconciler.reconcile.observe import CleanupItem, DriftItem
 from reconciler.reconcile.retention import Prunable
 from reconciler.reconcile.rewrap import RewrapItem, StayingItem
 from reconciler.reconcile.verification import Verifiable
+from reconciler.repository.records import BackupRecord
 from reconciler.timeutil import format_time
 
 Scalar = str | int | bool | None
@@ -25,9 +26,32 @@ class SettingChange:
 class InitRepository:
     name: ClassVar[str] = "repository.init"
     reason: str
+    last_trigger: str = ""
+    """The trigger already applied at a previous location being migrated from,
+    so that relocating does not request an on-demand backup again."""
 
     def details(self) -> dict[str, Any]:
         return {}
+
+
+@dataclass(frozen=True)
+class MigrateBackups:
+    name: ClassVar[str] = "backups.migrate"
+    reason: str
+    source: str
+    """The previous location (a description, never a secret)."""
+    backups: tuple[BackupRecord, ...]
+    skipped: tuple[tuple[BackupRecord, str], ...]
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "from": self.source,
+            "backups": [
+                {"id": b.id, "createdAt": format_time(b.created_at), "status": str(b.status)}
+                for b in self.backups
+            ],
+            "skipped": [{"id": b.id, "reason": why} for b, why in self.skipped],
+        }
 
 
 @dataclass(frozen=True)
@@ -185,6 +209,7 @@ Action = (
     | UpdateSettings
     | RotateCredentials
     | RotateKey
+    | MigrateBackups
     | CleanupStaging
     | RepairCatalog
     | RunBackup

@@ -14,6 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from reconciler.backup.engine import SourceEvent, run_backup
+from reconciler.backup.migrate import copy_backup
 from reconciler.backup.rewrap import rewrap_backups
 from reconciler.backup.verify import record_verifications, verify_backup
 from reconciler.crypto.keyring import KeyRing
@@ -24,6 +25,7 @@ from reconciler.reconcile.actions import (
     Action,
     CleanupStaging,
     InitRepository,
+    MigrateBackups,
     PruneBackups,
     RepairCatalog,
     RewrapKeys,
@@ -76,6 +78,8 @@ class ApplyContext:
     on_source: Callable[[SourceEvent], None] | None = None
     previous_keys: tuple[PrivateKey, ...] = ()
     """spec.encryption.previousKeys, loaded when key.rewrap is planned."""
+    previous_location: Repository | None = None
+    """The repository at spec.migration.from: only ever read."""
 
 
 # Which earlier actions an action cannot do without.
@@ -83,6 +87,7 @@ _DEPENDS_ON: dict[str, tuple[str, ...]] = {
     "backup.run": ("repository.init", "key.rotate", "staging.cleanup"),
     "backup.prune": ("repository.init", "staging.cleanup", "catalog.repair"),
     "key.rewrap": ("repository.init", "key.rotate"),
+    "backups.migrate": ("repository.init",),
     "backup.verify": ("repository.init", "staging.cleanup", "catalog.repair"),
 }
 
@@ -125,6 +130,8 @@ def _execute(action: Action, plan: ConfigurationPlan, context: ApplyContext) -> 
             return _rotate_key(action, context)
         if isinstance(action, CleanupStaging):
             return _cleanup(action, context)
+        if isinstance(action, MigrateBackups):
+            return _migrate(action, context)
         if isinstance(action, RepairCatalog):
             return _repair(action, context)
         if isinstance(action, RunBackup):
@@ -177,7 +184,7 @@ def _init(action: InitRepository, context: ApplyContext) -> Outcome:
         active_key=config.encryption.certificate.thumbprint,
         key_history=(_key_entry(context),),
         credentials=_credential_fingerprint(context),
-        last_trigger="",
+        last_trigger=action.last_trigger,
     )
     repository.write_settings(settings)
     existing = repository.read_catalog()
@@ -246,6 +253,10 @@ def _cleanup(action: CleanupStaging, context: ApplyContext) -> Outcome:
         if item.committed is not None:
             backups[item.committed.id] = item.committed.summary()
         elif item.backup_id is not None:
+            if item.backup_id not in pending and repository.has_manifest(item.backup_id):
+                # Committed since the plan was made (by backups.migrate earlier in
+                # this apply): a backup with a manifest is never a leftover.
+                continue
             repository.storage.delete(manifest_key(item.backup_id))
             repository.storage.delete_tree(backup_dir(item.backup_id))
             backups.pop(item.backup_id, None)
@@ -255,6 +266,30 @@ def _cleanup(action: CleanupStaging, context: ApplyContext) -> Outcome:
     failpoint("cleanup")
     repository.write_catalog(tuple(backups.values()), tuple(sorted(pending)))
     return Outcome(action, OutcomeStatus.DONE, f"cleaned up {len(action.items)} leftovers")
+
+
+def _migrate(action: MigrateBackups, context: ApplyContext) -> Outcome:
+    source = context.previous_location
+    if source is None:
+        raise BackupctlError("spec.migration.from is not configured, so nothing can be copied")
+    target = context.repository
+    copied_bytes = 0
+    for planned in action.backups:
+        # The full manifest (with its wrapped key), not the catalog summary.
+        record = source.read_manifest(planned.id)
+        if target.has_manifest(record.id):
+            continue  # copied by an earlier, interrupted apply
+        copied_bytes += copy_backup(source, target, record)
+        catalog = target.read_catalog()
+        others = tuple(b for b in catalog.backups if b.id != record.id)
+        target.write_catalog((*others, record.summary()), catalog.pending_deletes)
+    count = len(action.backups)
+    return Outcome(
+        action,
+        OutcomeStatus.DONE,
+        f"copied {count} backup{'s' if count != 1 else ''} ({copied_bytes} bytes) from"
+        f" {action.source}; every object verified against its SHA-256",
+    )
 
 
 def _repair(action: RepairCatalog, context: ApplyContext) -> Outcome:

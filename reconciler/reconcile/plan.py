@@ -5,7 +5,7 @@ The plan that ``plan`` prints is the object ``apply`` executes."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from reconciler.crypto.certificates import Certificate
@@ -13,6 +13,7 @@ from reconciler.reconcile.actions import (
     Action,
     CleanupStaging,
     InitRepository,
+    MigrateBackups,
     PruneBackups,
     RepairCatalog,
     RewrapKeys,
@@ -24,12 +25,13 @@ from reconciler.reconcile.actions import (
     VerifyBackups,
 )
 from reconciler.reconcile.certificate_health import certificate_warnings
+from reconciler.reconcile.migration import MigrationSource, select_migration
 from reconciler.reconcile.observe import ObservedState
 from reconciler.reconcile.retention import select_prunable
 from reconciler.reconcile.rewrap import select_rewrap, staying_warning
 from reconciler.reconcile.schedule import Due, scheduled_backup_due, trigger_due
 from reconciler.reconcile.verification import select_verifiable
-from reconciler.repository.records import AppliedSettings
+from reconciler.repository.records import AppliedSettings, BackupRecord
 from reconciler.spec.model import BackupConfiguration
 
 
@@ -45,6 +47,8 @@ class Desired:
     previous_keys: frozenset[str] = frozenset()
     """Public-key SHA-256 of each previous key loaded for key.rewrap."""
     key_fingerprints: Mapping[str, str] = field(default_factory=dict)
+    migration: MigrationSource | None = None
+    """What the previous location (spec.migration.from) holds."""
     """Certificate thumbprint -> public-key SHA-256, for the backups' certificates."""
 
 
@@ -82,7 +86,8 @@ def plan_configuration(
             if observed.initialized
             else "the repository does not exist yet"
         )
-        actions.append(InitRepository(reason))
+        previous_trigger = desired.migration.last_trigger if desired.migration else None
+        actions.append(InitRepository(reason, previous_trigger or ""))
     else:
         changes = settings_changes(config, settings)
         if changes:
@@ -110,6 +115,21 @@ def plan_configuration(
             actions.append(rewrap)
         elif staying is not None:
             warnings.append(staying)
+    migrated: tuple[BackupRecord, ...] = ()
+    if desired.migration is not None:
+        choice = select_migration(desired.migration, observed.backups, config.retention, now)
+        migrated = choice.copy
+        if choice.copy:
+            count = len(choice.copy)
+            actions.append(
+                MigrateBackups(
+                    f"copy {count} backup{'s' if count > 1 else ''} from the previous location"
+                    f" {desired.migration.location}",
+                    desired.migration.location,
+                    choice.copy,
+                    choice.skipped,
+                )
+            )
     if observed.cleanup:
         count = len(observed.cleanup)
         actions.append(
@@ -127,7 +147,14 @@ def plan_configuration(
                 observed.drift,
             )
         )
-    due = _backup_due(config, observed, now)
+    # Backups about to be migrated count for the schedule, as a planned run
+    # counts for retention: a recent one at the old location is recent enough.
+    due = _backup_due(
+        config,
+        replace(observed, backups=(*observed.backups, *migrated)),
+        now,
+        desired.migration.last_trigger if desired.migration else None,
+    )
     if due is not None:
         actions.append(RunBackup(due.reason, due.trigger))
     prunable = select_prunable(observed.backups, config.retention, now, due is not None)
@@ -196,8 +223,13 @@ def _rewrap(desired: Desired, observed: ObservedState) -> tuple[RewrapKeys | Non
     return RewrapKeys(reason, encryption.certificate.thumbprint, rewrap, staying), None
 
 
-def _backup_due(config: BackupConfiguration, observed: ObservedState, now: datetime) -> Due | None:
-    last_trigger = observed.settings.last_trigger if observed.settings else None
+def _backup_due(
+    config: BackupConfiguration,
+    observed: ObservedState,
+    now: datetime,
+    migrated_trigger: str | None = None,
+) -> Due | None:
+    last_trigger = observed.settings.last_trigger if observed.settings else migrated_trigger
     scheduled = scheduled_backup_due(config.schedule, observed.backups, now)
     requested = trigger_due(config.trigger, last_trigger)
     if scheduled and requested:

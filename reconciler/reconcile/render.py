@@ -8,6 +8,7 @@ from typing import Any
 
 from reconciler.reconcile.actions import (
     CleanupStaging,
+    MigrateBackups,
     PruneBackups,
     RepairCatalog,
     RewrapKeys,
@@ -103,6 +104,14 @@ def _detail_lines(action: object) -> list[str]:
         ]
     if isinstance(action, VerifyBackups):
         return [f"{v.backup.id}  {v.backup.status}: {v.reason}" for v in action.backups]
+    if isinstance(action, MigrateBackups):
+        return [
+            *(
+                f"{b.id}  {b.status}, created {format_time(b.created_at)}: copy"
+                for b in action.backups
+            ),
+            *(f"{b.id}: not copied, {why}" for b, why in action.skipped),
+        ]
     return []
 
 

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from reconciler.backup.engine import SourceEvent
 from reconciler.crypto.keys import PrivateKey
 from reconciler.reconcile.apply import ApplyContext, Outcome, apply_plan
+from reconciler.reconcile.migration import MigrationSource
 from reconciler.reconcile.observe import ObservedState, observe
 from reconciler.reconcile.plan import ConfigurationPlan, Desired, plan_configuration
 from reconciler.reconcile.rewrap_inputs import RewrapInputs, rewrap_inputs
@@ -26,6 +27,8 @@ class Prepared:
     config: BackupConfiguration
     repository: Repository
     credentials: Credentials | None
+    previous_location: Repository | None = None
+    """spec.migration.from, opened read-only in spirit: nothing writes to it."""
 
 
 def prepare(config: BackupConfiguration) -> Prepared:
@@ -34,11 +37,17 @@ def prepare(config: BackupConfiguration) -> Prepared:
     Raises ConfigError (secrets) or StorageError (backend)."""
     credentials = location_credentials(config.storage)
     storage = open_storage(config.storage, config.name)
-    return Prepared(config, Repository(storage, config.name), credentials)
+    previous = None
+    if config.migration_from is not None:
+        previous = Repository(open_storage(config.migration_from, config.name), config.name)
+    return Prepared(config, Repository(storage, config.name), credentials, previous)
 
 
 def desired_state(
-    prepared: Prepared, observed: ObservedState, rewrap: RewrapInputs | None = None
+    prepared: Prepared,
+    observed: ObservedState,
+    rewrap: RewrapInputs | None = None,
+    migration: MigrationSource | None = None,
 ) -> Desired:
     """Return the Desired state: the configuration and what was learnt about it here.
 
@@ -59,6 +68,7 @@ def desired_state(
         real_now=now_utc(),
         previous_keys=frozenset(k.public_key_sha256 for k in rewrap.keys),
         key_fingerprints=rewrap.fingerprints,
+        migration=migration,
     )
 
 
@@ -79,7 +89,8 @@ def plan_with_keys(
     ``own_lock``: the nonce of the repository lock the caller holds, if any."""
     observed = observe(prepared.repository, now_utc(), own_lock)
     rewrap = rewrap_inputs(prepared.repository, prepared.config, observed)
-    plan = plan_configuration(desired_state(prepared, observed, rewrap), observed, now)
+    migration = _observe_previous(prepared.previous_location)
+    plan = plan_configuration(desired_state(prepared, observed, rewrap, migration), observed, now)
     return plan, observed, rewrap.keys
 
 
@@ -128,8 +139,21 @@ def reconcile(
             credentials=prepared.credentials,
             on_source=on_source,
             previous_keys=previous_keys,
+            previous_location=prepared.previous_location,
         )
         return plan, apply_plan(plan, context, on_outcome)
+
+
+def _observe_previous(previous: Repository | None) -> MigrationSource | None:
+    """What the migration source holds; it is only read, never locked or changed."""
+    if previous is None:
+        return None
+    observed = observe(previous, now_utc())
+    return MigrationSource(
+        location=previous.storage.description,
+        backups=observed.backups,
+        last_trigger=observed.settings.last_trigger if observed.settings else None,
+    )
 
 
 def _guard(lock: RepositoryLock, heartbeat: Callable[[], None] | None) -> Callable[[], None]:
