@@ -203,12 +203,13 @@ def plan(
             continue
         entries.append((configuration_plan, config, observed, prepared.credentials))
     plans = [e[0] for e in entries]
-    if output == "json":
-        click.echo(render_json(plans, moment), nl=False)
-    elif output == "markdown":
-        click.echo(render_markdown(plans, moment), nl=False)
-    else:
-        click.echo(render_text(plans), nl=False)
+    if plans or not failed:  # a plan of nothing at all would read as "no changes"
+        if output == "json":
+            click.echo(render_json(plans, moment), nl=False)
+        elif output == "markdown":
+            click.echo(render_markdown(plans, moment), nl=False)
+        else:
+            click.echo(render_text(plans), nl=False)
     if failed:
         raise UserFacingExit(1)
     if out_file is not None:
