@@ -127,12 +127,24 @@ class Daemon:
     def tick(self) -> datetime | None:
         """Reload the configuration and reconcile each one; return the earliest
         time a schedule asks for a backup next (None: no earlier than the interval)."""
-        self._reload()
+        try:
+            self._reload()
+        except Exception as exc:  # an unreadable folder must not end the daemon
+            self._log.error("config.invalid", f"cannot read {self._path}: {exc}")
         dues = []
         for config in self._configs:
             if self.stop_event.is_set():
                 break
-            due = self._reconcile(config)
+            try:
+                due = self._reconcile(config)
+            except Exception as exc:  # a bug in one configuration must not stop the others
+                self._log.error(
+                    "reconcile.failed",
+                    f"unexpected internal error: {type(exc).__name__}: {exc}",
+                    config.name,
+                )
+                self._metrics.reconciled(config.name, ReconcileResult.FAILED, None, True)
+                continue
             if due is not None:
                 dues.append(due)
         return min(dues, default=None)
@@ -175,8 +187,9 @@ class Daemon:
         )
 
     def _reconcile(self, config: BackupConfiguration) -> datetime | None:
-        """Reconcile one configuration, never raising (except DaemonStopping);
-        return when its schedule next asks for a backup."""
+        """Reconcile one configuration; return when its schedule next asks for a
+        backup. Our own errors are logged and counted here; raises only for bugs
+        (and DaemonStopping)."""
         name = config.name
         try:
             prepared = prepare(config)
@@ -203,12 +216,6 @@ class Daemon:
             self._log.error("reconcile.failed", str(exc), name)
             storage_ok = not isinstance(exc, StorageError)
             self._metrics.reconciled(name, ReconcileResult.FAILED, None, storage_ok)
-            return None
-        except Exception as exc:  # a bug in one configuration must not stop the others
-            self._log.error(
-                "reconcile.failed", f"unexpected internal error: {type(exc).__name__}: {exc}", name
-            )
-            self._metrics.reconciled(name, ReconcileResult.FAILED, None, storage_ok=True)
             return None
         self._record(name, plan, outcomes)
         return self._observe_after(prepared)

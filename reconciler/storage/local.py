@@ -53,6 +53,16 @@ class LocalStorage:
         except OSError as exc:
             self._fail(exc, f"cannot create the repository folder {self._root}")
 
+    def _make_parent(self, path: Path) -> None:
+        """Create the folders between the repository root and ``path``, never the
+        root itself: if the root vanished (an unmounted share leaving its empty
+        mount point behind), writing must fail rather than fill the local disk."""
+        if not self._root.is_dir():
+            raise UnreachableError(
+                f"the repository folder {self._root} no longer exists; is the storage unmounted?"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+
     def root_exists(self) -> bool:
         return self._root.is_dir()
 
@@ -81,7 +91,7 @@ class LocalStorage:
         path = self._path(key)
         temp = path.with_name(temp_name_for(path.name))
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self._make_parent(path)
             stream = temp.open("xb")
         except OSError as exc:
             self._fail(exc, f"cannot write {path}")
@@ -102,7 +112,7 @@ class LocalStorage:
     def create_exclusive(self, key: str, data: bytes) -> None:
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self._make_parent(path)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError as exc:
             raise ObjectExistsError(f"{path} already exists") from exc
