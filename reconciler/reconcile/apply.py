@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from reconciler.backup.engine import SourceEvent, run_backup
 from reconciler.backup.migrate import copy_backup
@@ -109,7 +110,7 @@ def apply_plan(
                 action, OutcomeStatus.SKIPPED, f"skipped because {blockers[0]} failed"
             )
         else:
-            outcome = _execute(action, plan, context)
+            outcome = _execute(action, context)
         if outcome.status is not OutcomeStatus.DONE:
             failed.add(action.name)
         outcomes.append(outcome)
@@ -118,29 +119,10 @@ def apply_plan(
     return outcomes
 
 
-def _execute(action: Action, plan: ConfigurationPlan, context: ApplyContext) -> Outcome:
+def _execute(action: Action, context: ApplyContext) -> Outcome:
+    executor: Callable[[Any, ApplyContext], Outcome] = _EXECUTORS[action.name]
     try:
-        if isinstance(action, InitRepository):
-            return _init(action, context)
-        if isinstance(action, UpdateSettings):
-            return _update_settings(action, context)
-        if isinstance(action, RotateCredentials):
-            return _rotate_credentials(action, context)
-        if isinstance(action, RotateKey):
-            return _rotate_key(action, context)
-        if isinstance(action, CleanupStaging):
-            return _cleanup(action, context)
-        if isinstance(action, MigrateBackups):
-            return _migrate(action, context)
-        if isinstance(action, RepairCatalog):
-            return _repair(action, context)
-        if isinstance(action, RunBackup):
-            return _run(action, context)
-        if isinstance(action, RewrapKeys):
-            return _rewrap(action, context)
-        if isinstance(action, VerifyBackups):
-            return _verify(action, context)
-        return _prune(action, plan, context)
+        return executor(action, context)
     except BackupctlError as exc:
         return Outcome(action, OutcomeStatus.FAILED, str(exc))
 
@@ -169,18 +151,25 @@ def _key_entry(context: ApplyContext) -> KeyHistoryEntry:
     )
 
 
+def _configured_settings(config: BackupConfiguration) -> dict[str, Any]:
+    """The AppliedSettings fields that come straight from the configuration."""
+    return {
+        "schedule_enabled": config.schedule.enabled,
+        "frequency_hours": config.schedule.frequency_hours,
+        "retry_after_minutes": config.schedule.retry_after_minutes,
+        "retention_days": config.retention.days,
+        "min_backups": config.retention.min_backups,
+        "verification_days": config.verification.frequency_days if config.verification else None,
+    }
+
+
 def _init(action: InitRepository, context: ApplyContext) -> Outcome:
     config = context.config
     repository = context.repository
     repository.storage.ensure_root()
     probe_write_access(repository.storage)
     settings = AppliedSettings(
-        schedule_enabled=config.schedule.enabled,
-        frequency_hours=config.schedule.frequency_hours,
-        retry_after_minutes=config.schedule.retry_after_minutes,
-        retention_days=config.retention.days,
-        min_backups=config.retention.min_backups,
-        verification_days=config.verification.frequency_days if config.verification else None,
+        **_configured_settings(config),
         active_key=config.encryption.certificate.thumbprint,
         key_history=(_key_entry(context),),
         credentials=_credential_fingerprint(context),
@@ -197,15 +186,7 @@ def _init(action: InitRepository, context: ApplyContext) -> Outcome:
 
 def _update_settings(action: UpdateSettings, context: ApplyContext) -> Outcome:
     config = context.config
-    settings = replace(
-        _settings(context),
-        schedule_enabled=config.schedule.enabled,
-        frequency_hours=config.schedule.frequency_hours,
-        retry_after_minutes=config.schedule.retry_after_minutes,
-        retention_days=config.retention.days,
-        min_backups=config.retention.min_backups,
-        verification_days=config.verification.frequency_days if config.verification else None,
-    )
+    settings = replace(_settings(context), **_configured_settings(config))
     context.repository.write_settings(settings)
     changed = ", ".join(f"{c.field} {c.old} -> {c.new}" for c in action.changes)
     return Outcome(action, OutcomeStatus.DONE, changed)
@@ -320,7 +301,7 @@ def _run(action: RunBackup, context: ApplyContext) -> Outcome:
     return Outcome(action, OutcomeStatus.FAILED, f"{summary}: {failures}", record)
 
 
-def _prune(action: PruneBackups, plan: ConfigurationPlan, context: ApplyContext) -> Outcome:
+def _prune(action: PruneBackups, context: ApplyContext) -> Outcome:
     repository = context.repository
     catalog = repository.read_catalog()
     # Re-evaluate against what is there now (the planned backup may have
@@ -399,3 +380,18 @@ def _verify(action: VerifyBackups, context: ApplyContext) -> Outcome:
     return Outcome(
         action, OutcomeStatus.DONE, f"{summary}: every object has its recorded size and SHA-256"
     )
+
+
+_EXECUTORS: dict[str, Callable[[Any, ApplyContext], Outcome]] = {
+    InitRepository.name: _init,
+    UpdateSettings.name: _update_settings,
+    RotateCredentials.name: _rotate_credentials,
+    RotateKey.name: _rotate_key,
+    RewrapKeys.name: _rewrap,
+    MigrateBackups.name: _migrate,
+    CleanupStaging.name: _cleanup,
+    RepairCatalog.name: _repair,
+    RunBackup.name: _run,
+    VerifyBackups.name: _verify,
+    PruneBackups.name: _prune,
+}
