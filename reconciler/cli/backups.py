@@ -110,7 +110,7 @@ def list_backups(config_path: Path, output: str) -> None:
             format_time(r.created_at),
             duration,
             human_size(r.size_bytes),
-            r.key_thumbprint[:16] + "…",
+            r.key_thumbprint,
         )
     if not records:
         click.echo("no backups")
