@@ -28,7 +28,7 @@ from reconciler.cli.common import (
 )
 from reconciler.cli.keyring import key_options, key_ring_from_options, known_thumbprints
 from reconciler.crypto.keyring import KeyRing
-from reconciler.errors import BackupctlError, LockedError
+from reconciler.errors import BackupctlError, LockedError, StorageError
 from reconciler.repository.lock import RepositoryLock, read_lock
 from reconciler.repository.records import BackupRecord, BackupStatus
 from reconciler.repository.store import Repository
@@ -161,6 +161,13 @@ def _record(
         echo_err(
             f"note: {config.name}: the results were not recorded in the repository because"
             f" it is locked by {who}"
+        )
+        return None
+    except StorageError as exc:
+        # Verifying needs only read access; a read-only credential still gets
+        # its verdict, it just cannot be recorded.
+        echo_err(
+            f"note: {config.name}: the results were not recorded in the repository ({exc})"
         )
         return None
 

@@ -238,6 +238,11 @@ def made_backup(result: Result) -> str:
     return match[1]
 
 
+def catalog(data: bytes) -> dict[str, str]:
+    """A repository's ``catalog.json`` as {backup id: status}, oldest first."""
+    return {b["id"]: b["status"] for b in json.loads(data)["backups"]}
+
+
 def succeeded_ids(backups: list[dict[str, Any]]) -> list[str]:
     return [b["id"] for b in backups if b["status"] == "Succeeded"]
 
