@@ -166,9 +166,7 @@ def _record(
     except StorageError as exc:
         # Verifying needs only read access; a read-only credential still gets
         # its verdict, it just cannot be recorded.
-        echo_err(
-            f"note: {config.name}: the results were not recorded in the repository ({exc})"
-        )
+        echo_err(f"note: {config.name}: the results were not recorded in the repository ({exc})")
         return None
 
 
