@@ -5,14 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
-try:
-    from hypothesis import given, settings
-    from hypothesis import strategies as st
-
-    HAVE_HYPOTHESIS = True
-except ImportError:  # pragma: no cover - hypothesis is an optional test tool
-    HAVE_HYPOTHESIS = False
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reconciler.reconcile.retention import Prunable, select_prunable
 from reconciler.repository.records import BackupRecord, BackupStatus
@@ -152,41 +146,35 @@ def test_backups_created_after_now_are_never_pruned() -> None:
 # ------------------------------------------------------------------ property
 
 
-if HAVE_HYPOTHESIS:
-    statuses = st.sampled_from(list(BackupStatus))
-    ages_in_minutes = st.integers(min_value=-60 * 24, max_value=60 * 24 * 60)
-    backup_sets = st.lists(st.tuples(statuses, ages_in_minutes), max_size=25)
-    policies = st.builds(
-        Retention,
-        days=st.integers(min_value=1, max_value=30),
-        min_backups=st.integers(min_value=1, max_value=10),
-    )
+statuses = st.sampled_from(list(BackupStatus))
+ages_in_minutes = st.integers(min_value=-60 * 24, max_value=60 * 24 * 60)
+backup_sets = st.lists(st.tuples(statuses, ages_in_minutes), max_size=25)
+policies = st.builds(
+    Retention,
+    days=st.integers(min_value=1, max_value=30),
+    min_backups=st.integers(min_value=1, max_value=10),
+)
 
-    @settings(max_examples=300, deadline=None)
-    @given(backup_sets, policies, st.booleans())
-    def test_retention_never_drops_the_newest_succeeded_nor_goes_below_min_backups(
-        specs: list[tuple[BackupStatus, int]], retention: Retention, planned: bool
-    ) -> None:
-        backups = tuple(backup(status, age=timedelta(minutes=age)) for status, age in specs)
-        prunable = select_prunable(backups, retention, NOW, planned_success=planned)
-        gone = set(ids(prunable))
-        assert len(gone) == len(prunable)
-        assert all(b.id in {x.id for x in backups} for b in (p.backup for p in prunable))
-        succeeded = [b for b in backups if b.status is BackupStatus.SUCCEEDED]
-        remaining = [b for b in succeeded if b.id not in gone]
-        # A planned backup.run counts as one Succeeded backup made at NOW.
-        planned_extra = 1 if planned else 0
-        assert len(remaining) + planned_extra >= min(retention.min_backups, len(succeeded))
-        if succeeded and not planned:
-            newest = max(succeeded, key=lambda b: (b.created_at, b.id))
-            assert newest.id not in gone
-        assert not any(p.backup.status is BackupStatus.RUNNING for p in prunable)
-        assert all(p.backup.created_at < NOW - timedelta(days=retention.days) for p in prunable)
-        created = [p.backup.created_at for p in prunable]
-        assert created == sorted(created)
 
-else:
-
-    @pytest.mark.skip(reason="hypothesis is not installed")
-    def test_retention_never_drops_the_newest_succeeded_nor_goes_below_min_backups() -> None:
-        pass
+@settings(max_examples=300, deadline=None)
+@given(backup_sets, policies, st.booleans())
+def test_retention_never_drops_the_newest_succeeded_nor_goes_below_min_backups(
+    specs: list[tuple[BackupStatus, int]], retention: Retention, planned: bool
+) -> None:
+    backups = tuple(backup(status, age=timedelta(minutes=age)) for status, age in specs)
+    prunable = select_prunable(backups, retention, NOW, planned_success=planned)
+    gone = set(ids(prunable))
+    assert len(gone) == len(prunable)
+    assert all(b.id in {x.id for x in backups} for b in (p.backup for p in prunable))
+    succeeded = [b for b in backups if b.status is BackupStatus.SUCCEEDED]
+    remaining = [b for b in succeeded if b.id not in gone]
+    # A planned backup.run counts as one Succeeded backup made at NOW.
+    planned_extra = 1 if planned else 0
+    assert len(remaining) + planned_extra >= min(retention.min_backups, len(succeeded))
+    if succeeded and not planned:
+        newest = max(succeeded, key=lambda b: (b.created_at, b.id))
+        assert newest.id not in gone
+    assert not any(p.backup.status is BackupStatus.RUNNING for p in prunable)
+    assert all(p.backup.created_at < NOW - timedelta(days=retention.days) for p in prunable)
+    created = [p.backup.created_at for p in prunable]
+    assert created == sorted(created)
