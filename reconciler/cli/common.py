@@ -119,5 +119,12 @@ def echo_err(message: str) -> None:
     click.echo(message, err=True)
 
 
+def report_error(prefix: str, exc: BaseException) -> None:
+    """One configuration's error as one line; with --debug, its traceback first."""
+    if click.get_current_context().find_root().params.get("debug"):
+        traceback.print_exception(exc)
+    echo_err(f"error: {prefix}{exc}")
+
+
 def is_terminal() -> bool:
     return sys.stdout.isatty()

@@ -24,6 +24,7 @@ from reconciler.cli.common import (
     fail,
     handle_errors,
     load,
+    report_error,
 )
 from reconciler.cli.daemon import daemon
 from reconciler.cli.keys import keys
@@ -198,7 +199,7 @@ def plan(
             prepared = prepare(config)
             configuration_plan, observed = make_plan(prepared, moment)
         except BackupctlError as exc:
-            echo_err(f"error: {config.name}: {exc}")
+            report_error(f"{config.name}: ", exc)
             failed = True
             continue
         entries.append((configuration_plan, config, observed, prepared.credentials))
@@ -295,11 +296,11 @@ def _apply_all(
                 lock_timeout=lock_timeout,
             )
         except PlanError as exc:
-            echo_err(f"error: {exc}")
+            report_error("", exc)
             failed = True
             continue
         except BackupctlError as exc:
-            echo_err(f"error: {name}: {exc}")
+            report_error(f"{name}: ", exc)
             failed = True
             continue
         failed = failed or any(o.status is not OutcomeStatus.DONE for o in outcomes)

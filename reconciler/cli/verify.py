@@ -25,6 +25,7 @@ from reconciler.cli.common import (
     handle_errors,
     load,
     pick_one,
+    report_error,
 )
 from reconciler.cli.keyring import key_options, key_ring_from_options, known_thumbprints
 from reconciler.crypto.keyring import KeyRing
@@ -80,7 +81,7 @@ def verify(
         try:
             tally = tally.add(_verify_configuration(config, selector, ring, one_of_many))
         except BackupctlError as exc:
-            echo_err(f"error: {config.name}: {exc}")
+            report_error(f"{config.name}: ", exc)
             errors += 1
     if one_of_many and not tally.checked and not errors:
         fail(f"no configuration in {config_path} has a backup {selector}")
