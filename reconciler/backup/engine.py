@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from reconciler.backup.pipeline import Writable, store_object
+from reconciler.backup.pipeline import BytesCallback, Writable, store_object
 from reconciler.crypto.envelope import new_data_key, wrap_data_key
 from reconciler.errors import SourceError, StorageError
 from reconciler.failpoints import failpoint
@@ -60,6 +60,9 @@ def new_backup_id(created_at: datetime) -> str:
 class SourceEvent:
     source: str
     result: SourceResult | None
+    expected_bytes: int | None = None
+    """When a source starts: what its last successful backup stored (a guess at
+    how much this one will store, for progress), None when there is none."""
 
 
 ProgressCallback = Callable[[SourceEvent], None]
@@ -71,8 +74,12 @@ def run_backup(
     created_at: datetime,
     trigger: str,
     on_source: ProgressCallback | None = None,
+    on_bytes: BytesCallback | None = None,
 ) -> BackupRecord:
     """Make and commit one backup of every source; return its record.
+
+    ``on_source`` hears when each source starts and ends, ``on_bytes`` how many
+    bytes are stored as they are written (progress).
 
     A failing source is recorded in the result (PartiallySucceeded or Failed).
     Raises StorageError when the storage fails; then nothing is committed and
@@ -101,8 +108,10 @@ def run_backup(
         with tempfile.TemporaryDirectory(prefix="backupctl-") as work:
             for source in config.sources:
                 if on_source:
-                    on_source(SourceEvent(source.name, None))
-                result = _back_up_source(repository, record.id, source, data_key, Path(work), env)
+                    on_source(SourceEvent(source.name, None, _last_size(catalog, source.name)))
+                result = _back_up_source(
+                    repository, record.id, source, data_key, Path(work), env, on_bytes
+                )
                 results.append(result)
                 if on_source:
                     on_source(SourceEvent(source.name, result))
@@ -130,6 +139,7 @@ def _back_up_source(
     data_key: bytes,
     work: Path,
     env: dict[str, str],
+    on_bytes: BytesCallback | None = None,
 ) -> SourceResult:
     name = object_name(source)
     try:
@@ -138,6 +148,7 @@ def _back_up_source(
             object_key(backup_id, name),
             data_key,
             lambda out: _produce(source, out, work, env),
+            on_bytes,
         )
     except SourceError as exc:
         return SourceResult(source.name, source.kind, SourceStatus.FAILED, 0, 0, 0, str(exc), None)
@@ -161,6 +172,15 @@ def _produce(source: Source, out: Writable, work: Path, env: dict[str, str]) -> 
             source.backup, source.timeout_seconds, out, cwd=source.workdir, env=env
         )
     return snapshot_database(source.path, out, work)
+
+
+def _last_size(catalog: tuple[BackupRecord, ...], source: str) -> int | None:
+    """What the newest successful backup of ``source`` stored, None when there is none."""
+    for record in reversed(catalog):
+        for result in record.sources:
+            if result.name == source and result.status is SourceStatus.SUCCEEDED:
+                return result.size_bytes
+    return None
 
 
 def _overall_status(results: list[SourceResult]) -> BackupStatus:

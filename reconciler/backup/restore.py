@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from reconciler.backup.pipeline import open_object
+from reconciler.backup.pipeline import BytesCallback, open_object
 from reconciler.crypto.envelope import unwrap_data_key
 from reconciler.crypto.keyring import KeyRing
 from reconciler.errors import IntegrityError, RestoreError, WrongKeyError
@@ -110,8 +110,12 @@ def restore_backup(
     data_key: bytes,
     request: RestoreRequest,
     on_source: Callable[[str], None] | None = None,
+    on_bytes: BytesCallback | None = None,
 ) -> list[RestoredSource]:
     """Restore ``request.sources`` of ``record``; return where each went.
+
+    ``on_source`` hears when each source starts, ``on_bytes`` how many stored
+    bytes were read (progress; called from a reader thread).
 
     Raises RestoreError (target unusable), IntegrityError (damaged data),
     StorageError, SourceError (a restore command failed)."""
@@ -125,7 +129,7 @@ def restore_backup(
         for plan in plans:
             if on_source:
                 on_source(plan.result.name)
-            staged.append((plan, plan.stage(repository, record, data_key)))
+            staged.append((plan, plan.stage(repository, record, data_key, on_bytes)))
         for plan, staging in staged:
             done.append(plan.commit(staging))
     finally:
@@ -155,7 +159,13 @@ class _TargetPlan:
                 f"the restore target {self.target} is not empty; use --force to replace it"
             )
 
-    def stage(self, repository: Repository, record: BackupRecord, data_key: bytes) -> Path:
+    def stage(
+        self,
+        repository: Repository,
+        record: BackupRecord,
+        data_key: bytes,
+        on_bytes: BytesCallback | None = None,
+    ) -> Path:
         """Restore into a staging folder beside the target; return that folder."""
         assert self.result.object is not None
         key = object_key(record.id, self.result.object.name)
@@ -166,7 +176,9 @@ class _TargetPlan:
         except OSError as exc:
             raise RestoreError(f"cannot write to {parent}: {_reason(exc)}") from None
         try:
-            with open_object(repository.storage, key, self.result.object, data_key) as plain:
+            with open_object(
+                repository.storage, key, self.result.object, data_key, on_bytes
+            ) as plain:
                 self._write_staged(plain, staging / "out")
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)

@@ -21,6 +21,7 @@ from reconciler.cli.common import (
     load,
     report_error,
 )
+from reconciler.cli.progress import TransferProgress
 from reconciler.errors import BackupctlError, ConfigError, PlanError
 from reconciler.reconcile.apply import Outcome, OutcomeStatus
 from reconciler.reconcile.observe import ObservedState
@@ -185,6 +186,7 @@ def _apply_all(
     lock_timeout: float = 0.0,
 ) -> None:
     failed = False
+    progress = TransferProgress()
     for config, prepared, check in work:
         name = config.name
         try:
@@ -196,9 +198,10 @@ def _apply_all(
                 lock_command="backupctl apply",
                 on_plan=_print_plan,
                 on_outcome=functools.partial(_print_outcome, name),
-                on_source=functools.partial(_print_source, name),
+                on_source=functools.partial(_source_event, name, progress),
                 check=check,
                 lock_timeout=lock_timeout,
+                on_bytes=progress.advance,
             )
         except PlanError as exc:
             report_error("", exc)
@@ -208,6 +211,8 @@ def _apply_all(
             report_error(f"{name}: ", exc)
             failed = True
             continue
+        finally:
+            progress.finish()
         failed = failed or any(o.status is not OutcomeStatus.DONE for o in outcomes)
     if failed:
         raise UserFacingExit(1)
@@ -263,6 +268,15 @@ def _print_outcome(name: str, outcome: Outcome) -> None:
         click.echo(line)
     else:
         echo_err(f"error: {line}")
+
+
+def _source_event(name: str, progress: TransferProgress, event: SourceEvent) -> None:
+    """A source starts (progress from here on) or ends (its line is printed)."""
+    if event.result is None:
+        progress.start(f"{name}: backing up {event.source}", event.expected_bytes)
+        return
+    progress.finish()
+    _print_source(name, event)
 
 
 def _print_source(name: str, event: SourceEvent) -> None:

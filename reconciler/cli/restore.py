@@ -10,6 +10,7 @@ from reconciler.backup.restore import RestoreRequest, data_key_for, restore_back
 from reconciler.cli.backups import find_backup, open_repository
 from reconciler.cli.common import config_option, fail, handle_errors, load, pick_one
 from reconciler.cli.keyring import key_options, key_ring_from_options, known_thumbprints
+from reconciler.cli.progress import TransferProgress
 from reconciler.timeutil import format_time
 
 
@@ -48,14 +49,23 @@ def restore(
     request = RestoreRequest(to=to.resolve() if to else None, sources=sources, force=force)
     created = format_time(record.created_at)
     click.echo(f"restoring backup {record.id} ({record.status}, created {created})")
-    restored = restore_backup(
-        repository,
-        config,
-        record,
-        data_key,
-        request,
-        on_source=lambda s: click.echo(f"  {s}: reading and verifying"),
-    )
+    sizes = {s.name: s.object.size_bytes for s in record.sources if s.object is not None}
+
+    def on_source(name: str) -> None:
+        progress.finish()
+        click.echo(f"  {name}: reading and verifying")
+        progress.start(f"  {name}: reading", sizes.get(name))
+
+    with TransferProgress() as progress:
+        restored = restore_backup(
+            repository,
+            config,
+            record,
+            data_key,
+            request,
+            on_source=on_source,
+            on_bytes=progress.advance,
+        )
     for item in restored:
         click.echo(f"  {item.name}: restored to {item.target}")
     click.echo(

@@ -232,7 +232,11 @@ class DecryptingReader(io.RawIOBase):
         Raises IntegrityError for damaged data, ValueError when closed."""
         if size is None or size < 0:
             return self.readall()
-        chunk = self._current_chunk()[:size]
+        chunk = self._current_chunk()
+        if size >= len(chunk) == len(self._plain):
+            self._pos = len(self._plain)
+            return self._plain  # a whole frame: no copy
+        chunk = chunk[:size]
         self._pos += len(chunk)
         return bytes(chunk)
 

@@ -77,6 +77,8 @@ class ApplyContext:
     real_now: datetime
     credentials: Credentials | None
     on_source: Callable[[SourceEvent], None] | None = None
+    on_bytes: Callable[[int], None] | None = None
+    """Told how many bytes a backup stored as it writes them (progress)."""
     previous_keys: tuple[PrivateKey, ...] = ()
     """spec.encryption.previousKeys, loaded when key.rewrap is planned."""
     previous_location: Repository | None = None
@@ -288,7 +290,12 @@ def _repair(action: RepairCatalog, context: ApplyContext) -> Outcome:
 
 def _run(action: RunBackup, context: ApplyContext) -> Outcome:
     record = run_backup(
-        context.repository, context.config, context.now, action.trigger, context.on_source
+        context.repository,
+        context.config,
+        context.now,
+        action.trigger,
+        context.on_source,
+        context.on_bytes,
     )
     settings = _settings(context)
     if settings.last_trigger != context.config.trigger:

@@ -105,12 +105,14 @@ def reconcile(
     check: Callable[[ConfigurationPlan, ObservedState], None] | None = None,
     lock_timeout: float = 0.0,
     heartbeat: Callable[[], None] | None = None,
+    on_bytes: Callable[[int], None] | None = None,
 ) -> tuple[ConfigurationPlan, list[Outcome]]:
     """Take the lock, observe, plan and apply.
 
     ``check`` may veto the plan (a saved plan that went stale) by raising.
     ``lock_timeout``: seconds to wait while another process holds the lock.
-    ``heartbeat`` is called at every write (a sign of progress).
+    ``heartbeat`` is called at every write (a sign of progress); ``on_bytes`` is
+    told how many bytes a backup stored as it writes them.
     Raises LockedError, StorageError, PlanError."""
     storage = prepared.repository.storage
     storage.ensure_root()
@@ -138,6 +140,7 @@ def reconcile(
             real_now=now_utc(),
             credentials=prepared.credentials,
             on_source=on_source,
+            on_bytes=on_bytes,
             previous_keys=previous_keys,
             previous_location=prepared.previous_location,
         )

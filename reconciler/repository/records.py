@@ -192,45 +192,64 @@ def record_to_json(record: BackupRecord) -> dict[str, Any]:
     return data
 
 
+_BACKUP_STATUSES = {status.value: status for status in BackupStatus}
+_SOURCE_STATUSES = {status.value: status for status in SourceStatus}
+
+
+def _backup_status(value: Any) -> BackupStatus:
+    """``BackupStatus(value)``, faster for the usual case (a catalog holds thousands)."""
+    found = _BACKUP_STATUSES.get(value) if isinstance(value, str) else None
+    return found if found is not None else BackupStatus(value)
+
+
+def _source_status(value: Any) -> SourceStatus:
+    found = _SOURCE_STATUSES.get(value) if isinstance(value, str) else None
+    return found if found is not None else SourceStatus(value)
+
+
 def record_from_json(data: Any, where: str) -> BackupRecord:
-    """Raises IntegrityError naming ``where`` when ``data`` is not a valid record."""
+    """Raises IntegrityError naming ``where`` when ``data`` is not a valid record.
+
+    Written for speed (a catalog holds a record per backup, and every plan
+    reads it): positional arguments, no generator per record."""
     try:
+        completed = data.get("completedAt")
+        verified = data.get("verifiedAt")
+        wrapped = data.get("wrappedKey")
         return BackupRecord(
-            id=str(data["id"]),
-            configuration=str(data["configuration"]),
-            status=BackupStatus(data["status"]),
-            created_at=parse_time(data["createdAt"]),
-            started_at=parse_time(data["startedAt"]),
-            completed_at=_parse_time_or_none(data.get("completedAt")),
-            trigger=str(data.get("trigger", "")),
-            key_thumbprint=str(data["keyThumbprint"]),
-            sources=tuple(
-                SourceResult(
-                    name=str(s["name"]),
-                    kind=str(s["kind"]),
-                    status=SourceStatus(s["status"]),
-                    size_bytes=int(s["sizeBytes"]),
-                    content_bytes=int(s.get("contentBytes", 0)),
-                    items=int(s.get("items", 0)),
-                    error=s.get("error"),
-                    object=None
-                    if s.get("object") is None
-                    else StoredObject(
-                        str(s["object"]["name"]),
-                        int(s["object"]["sizeBytes"]),
-                        str(s["object"]["sha256"]),
-                    ),
-                )
-                for s in data["sources"]
-            ),
-            wrapped_key=WrappedKey.from_json(data["wrappedKey"], f"the wrapped data key in {where}")
-            if "wrappedKey" in data
-            else None,
-            verified_at=_parse_time_or_none(data.get("verifiedAt")),
-            verification_error=data.get("verificationError"),
+            str(data["id"]),
+            str(data["configuration"]),
+            _backup_status(data["status"]),
+            parse_time(data["createdAt"]),
+            parse_time(data["startedAt"]),
+            None if completed is None else parse_time(str(completed)),
+            str(data.get("trigger", "")),
+            str(data["keyThumbprint"]),
+            tuple([_source_from_json(source) for source in data["sources"]]),
+            None
+            if wrapped is None and "wrappedKey" not in data
+            else WrappedKey.from_json(wrapped, f"the wrapped data key in {where}"),
+            None if verified is None else parse_time(str(verified)),
+            data.get("verificationError"),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise IntegrityError(f"{where} is damaged: {_field_problem(exc)}") from None
+
+
+def _source_from_json(data: Any) -> SourceResult:
+    stored = data.get("object")
+    return SourceResult(
+        str(data["name"]),
+        str(data["kind"]),
+        _source_status(data["status"]),
+        int(data["sizeBytes"]),
+        int(data.get("contentBytes", 0)),
+        int(data.get("items", 0)),
+        data.get("error"),
+        None
+        if stored is None
+        else StoredObject(str(stored["name"]), int(stored["sizeBytes"]), str(stored["sha256"])),
+    )
 
 
 def _field_problem(exc: Exception) -> str:

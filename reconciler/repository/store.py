@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -107,13 +110,13 @@ class Repository:
         except ObjectNotFoundError:
             return Catalog(self.scan_manifests(), damaged="the catalog is missing")
         try:
-            data = loads(raw, self._where(CATALOG_KEY))
-            if not isinstance(data, dict) or not isinstance(data.get("backups"), list):
-                raise IntegrityError(f"{self._where(CATALOG_KEY)} is damaged")
-            backups = tuple(
-                record_from_json(item, self._where(CATALOG_KEY)) for item in data["backups"]
-            )
-            pending = tuple(str(i) for i in data.get("pendingDeletes", []))
+            with _collector_paused():
+                data = loads(raw, self._where(CATALOG_KEY))
+                if not isinstance(data, dict) or not isinstance(data.get("backups"), list):
+                    raise IntegrityError(f"{self._where(CATALOG_KEY)} is damaged")
+                where = self._where(CATALOG_KEY)
+                backups = tuple([record_from_json(item, where) for item in data["backups"]])
+                pending = tuple(str(i) for i in data.get("pendingDeletes", []))
         except (IntegrityError, TypeError):
             return Catalog(self.scan_manifests(), damaged="the catalog is damaged")
         return Catalog(backups, pending_deletes=pending)
@@ -163,6 +166,23 @@ class Repository:
 
     def write_manifest(self, record: BackupRecord) -> None:
         self.storage.write_atomic(manifest_key(record.id), dumps(record_to_json(record)))
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a catalog is parsed.
+
+    Parsing allocates hundreds of thousands of objects that all stay alive and
+    form no cycles; meanwhile the collector would run over and over, each
+    full pass walking every object made so far (a third of the parse time
+    with 10,000 backups)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def is_uncommitted(record: BackupRecord) -> bool:

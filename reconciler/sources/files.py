@@ -18,16 +18,21 @@ What ``write_tree`` stores, and how:
   size changes while it is read fails the backup with ``SourceError``: a tar
   entry must hold exactly the size in its header.
 
-Headers come from ``tarfile.TarInfo.tobuf``; the data is streamed to ``out``
-here, one chunk at a time, so no file is ever held whole in memory.
+Names are handled as bytes from the folder listing to the archive, so any
+name survives as it is. Headers are built here, byte for byte as
+``tarfile.TarInfo.tobuf`` would (a test holds them to that), without a
+``TarInfo`` per entry; small files are read whole and written together with
+their headers in writes of up to ``CHUNK_SIZE``, larger ones are streamed one
+chunk at a time, so no file is ever held whole in memory.
 
-``restore_tree`` and ``read_tree`` read such a stream with ``tarfile`` in
-stream mode. They refuse (``IntegrityError``) anything a restore could be
-tricked with: absolute names, ``..`` components, entries below a symbolic link
-of the same archive, duplicate names, hard links, devices and FIFOs. Because
-``tarfile`` quietly treats a damaged or missing header as the end of the
-archive, both also check that the archive ends with the two zero blocks every
-tar writer puts there, so truncation is detected.
+``restore_tree`` and ``read_tree`` read such a stream with a small streaming
+parser of their own (``_ArchiveReader``), which hands file data over as views
+of the chunks it reads. They refuse (``IntegrityError``) anything a restore
+could be tricked with: absolute names, ``..`` components, entries below a
+symbolic link of the same archive, duplicate names, hard links, devices and
+FIFOs. A damaged header is an error, never taken for the end of the archive,
+and the archive must end with the two zero blocks every tar writer puts
+there, so truncation is detected.
 """
 
 from __future__ import annotations
@@ -35,15 +40,15 @@ from __future__ import annotations
 import errno
 import fnmatch
 import grp
-import io
 import os
 import pwd
+import queue
 import re
 import stat
 import tarfile
-from collections import deque
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -53,11 +58,7 @@ from reconciler.sources.stats import CHUNK_SIZE, ByteSink, ByteSource, SourceSta
 _BLOCK = tarfile.BLOCKSIZE
 _RECORD = tarfile.RECORDSIZE
 _END_OF_ARCHIVE = bytes(2 * _BLOCK)
-_ENCODING = "utf-8"
-# Names that are not valid UTF-8 survive the round trip as the same bytes.
-_ERRORS = "surrogateescape"
 _NS_PER_SECOND = 1_000_000_000
-_READ_BUFFER = 64 * 1024
 _PAX_TIME = re.compile(r"(-?)([0-9]+)(?:\.([0-9]*))?")
 
 
@@ -579,12 +580,15 @@ def read_tree(stream: ByteSource) -> SourceStats:
     ``IntegrityError`` when the archive is malformed, truncated or holds an
     entry that ``restore_tree`` would refuse."""
     items, content_bytes = 0, 0
-    for member, _parts, archive in _members(stream, _MemberCheck()):
-        _mtime_ns(member)
-        if member.isreg():
-            for chunk in _member_chunks(archive, member):
+    reader = _ArchiveReader(stream)
+    check = _MemberCheck()
+    while (member := reader.next_member()) is not None:
+        check.check(member)
+        if member.kind in _REGULAR:
+            for chunk in reader.data(member):
                 content_bytes += len(chunk)
         items += 1
+    reader.finish()
     return SourceStats(items=items, content_bytes=content_bytes)
 
 
@@ -605,17 +609,29 @@ def restore_tree(stream: ByteSource, target: Path) -> SourceStats:
     """
     _make_folder(target)
     check = _MemberCheck()
-    restorer = _Restorer(str(target), check)
+    restorer = _Restorer(os.fsencode(target), check)
+    reader = _ArchiveReader(stream)
     items, content_bytes = 0, 0
-    for member, parts, archive in _members(stream, check):
-        if member.isdir():
-            restorer.directory(parts, member)
-        elif member.issym():
-            restorer.symlink(parts, member)
-        else:
-            content_bytes += restorer.file(parts, member, _member_chunks(archive, member))
-        items += 1
-    restorer.finish()
+    try:
+        while (member := reader.next_member()) is not None:
+            parts = check.check(member)
+            kind = member.kind
+            if kind in _REGULAR:
+                data = reader.whole_data(member)
+                if data is not None:
+                    restorer.small_file(parts, member, data)
+                else:
+                    restorer.file(parts, member, reader.data(member))
+                content_bytes += member.size  # data() raises unless it was all there
+            elif kind == tarfile.DIRTYPE:
+                restorer.directory(parts, member)
+            else:
+                restorer.symlink(parts, member)
+            items += 1
+        reader.finish()
+        restorer.finish()
+    finally:
+        restorer.close()
     return SourceStats(items=items, content_bytes=content_bytes)
 
 
@@ -631,83 +647,319 @@ def _make_folder(target: Path) -> None:
         ) from exc
 
 
-def _members(
-    stream: ByteSource, check: _MemberCheck
-) -> Iterator[tuple[tarfile.TarInfo, tuple[str, ...], tarfile.TarFile]]:
-    """Yield each member with its checked name parts and the open archive.
+_REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
+_ZERO_BLOCK = bytes(_BLOCK)
+_READ_SIZE = 4 * CHUNK_SIZE
+"""What the archive reader asks its stream for at a time (a reader may return less)."""
 
-    The caller must read a regular member's data before asking for the next
-    one (stream mode). After the last member, checks the end-of-archive marker
-    and reads the stream to its end. Raises ``IntegrityError``."""
-    tail = _TailReader(stream, keep=2 * _READ_BUFFER + len(_END_OF_ARCHIVE))
-    try:
-        # Not a with-statement: the with below must not cover this except.
-        archive = tarfile.open(  # noqa: SIM115
-            fileobj=tail, mode="r|", bufsize=_READ_BUFFER, encoding=_ENCODING, errors=_ERRORS
-        )
-    except tarfile.TarError as exc:
-        raise IntegrityError(
-            f"the file tree in the backup is not a valid tar archive ({exc})"
-        ) from exc
-    with archive:
+
+class _Member:
+    """One entry of an archive, with its PAX records applied."""
+
+    __slots__ = ("gid", "kind", "linkname", "mode", "mtime_ns", "name", "size", "uid")
+
+    def __init__(
+        self,
+        name: bytes,
+        kind: bytes,
+        mode: int,
+        uid: int,
+        gid: int,
+        size: int,
+        mtime_ns: int,
+        linkname: bytes,
+    ) -> None:
+        self.name = name
+        self.kind = kind
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+        self.size = size
+        self.mtime_ns = mtime_ns
+        self.linkname = linkname
+
+    @property
+    def shown(self) -> str:
+        """The name for messages."""
+        return os.fsdecode(self.name)
+
+
+class _ArchiveReader:
+    """Reads a POSIX (PAX or ustar) tar stream member by member.
+
+    Reads the stream in large chunks and hands out file data as views of
+    them, without copying. Stricter than ``tarfile``: a damaged header is an
+    ``IntegrityError`` rather than the end of the archive, the archive must
+    end with the two zero blocks every tar writer puts there, and PAX global
+    headers, GNU long names and sparse files (none of which ``write_tree``
+    writes) are refused."""
+
+    def __init__(self, stream: ByteSource) -> None:
+        self._stream = stream
+        self._buffer = b""
+        self._pos = 0
+        self._offset = 0
+        """Bytes of the archive consumed so far."""
+        self._members = 0
+        self._pax_blocks: dict[bytes, int] = {}
+        """PAX header blocks already checked, with the size they announce."""
+
+    # -- bytes
+
+    def _next_chunk(self) -> bool:
+        """Replace the used-up buffer by the next chunk; False at the end of the stream."""
+        chunk = self._stream.read(_READ_SIZE)
+        if not chunk:
+            return False
+        self._buffer, self._pos = chunk, 0
+        return True
+
+    def _take(self, size: int) -> bytes | None:
+        """The next ``size`` bytes, None when the stream ends first."""
+        start = self._pos
+        if start + size <= len(self._buffer):
+            self._pos = start + size
+            self._offset += size
+            return self._buffer[start : start + size]
+        parts = [self._buffer[start:]]
+        got = len(parts[0])
+        while got < size:
+            if not self._next_chunk():
+                return None
+            piece = self._buffer[: size - got]
+            self._pos = len(piece)
+            parts.append(piece)
+            got += len(piece)
+        self._offset += size
+        return b"".join(parts)
+
+    def _skip(self, size: int) -> bool:
+        """Skip ``size`` bytes; False when the stream ends first."""
+        while size:
+            if self._pos >= len(self._buffer) and not self._next_chunk():
+                return False
+            step = min(size, len(self._buffer) - self._pos)
+            self._pos += step
+            self._offset += step
+            size -= step
+        return True
+
+    # -- members
+
+    def next_member(self) -> _Member | None:
+        """The next member, or None after the end-of-archive marker.
+
+        Raises ``IntegrityError`` for anything malformed or truncated."""
+        pax: dict[bytes, bytes] | None = None
         while True:
+            start = self._offset
+            block = self._take(_BLOCK)
+            if block is None:
+                if self._members == 0 and pax is None and start == 0:
+                    raise IntegrityError(
+                        "the file tree in the backup is not a valid tar archive (empty file)"
+                    )
+                raise self._truncated(start)
+            if block == _ZERO_BLOCK:
+                if pax is not None:
+                    raise self._damaged(start, "a PAX header is not followed by an entry")
+                if self._take(_BLOCK) != _ZERO_BLOCK:
+                    raise self._truncated(start)
+                return None
+            kind = block[156:157]
+            known_size = self._pax_blocks.get(block)
+            if known_size is not None:
+                # The same PAX header block as one already checked: write_tree's
+                # blocks differ only in their size field, so this saves parsing
+                # one block of every entry.
+                pax = self._pax(start, pax, known_size)
+                continue
             try:
-                member = archive.next()
-            except tarfile.TarError as exc:
-                raise IntegrityError(
-                    f"the file tree in the backup is damaged after {archive.offset} bytes ({exc})"
-                ) from exc
-            if member is None:
-                break
-            yield member, check.check(member), archive
-        # tarfile stops at the first header it cannot parse as if it were the
-        # end; only a real end-of-archive marker there proves nothing is lost.
-        end = archive.offset
-    if tail.bytes_at(end, len(_END_OF_ARCHIVE)) != _END_OF_ARCHIVE:
-        raise IntegrityError(
-            f"the file tree in the backup is truncated or damaged after {end} bytes"
+                header = _parse_header(block)
+            except ValueError as exc:
+                if self._members == 0 and pax is None:
+                    raise IntegrityError(
+                        f"the file tree in the backup is not a valid tar archive ({exc})"
+                    ) from None
+                raise self._damaged(start, str(exc)) from None
+            if kind == tarfile.XHDTYPE:
+                pax = self._pax(start, pax, header.size)
+                if len(self._pax_blocks) < 64:
+                    self._pax_blocks[block] = header.size
+                continue
+            if pax:
+                try:
+                    _apply_pax(header, pax)
+                except ValueError as exc:
+                    raise IntegrityError(
+                        f"the entry {header.shown!r} in the backup has a malformed {exc}"
+                    ) from None
+            if header.kind == tarfile.AREGTYPE and header.name.endswith(b"/"):
+                header.kind = tarfile.DIRTYPE
+            if header.kind == tarfile.DIRTYPE and len(header.name) > 1:
+                header.name = header.name.rstrip(b"/") or b"/"
+            self._members += 1
+            return header
+
+    def _pax(self, start: int, pax: dict[bytes, bytes] | None, size: int) -> dict[bytes, bytes]:
+        """The records of the PAX extended header whose block was just read."""
+        if pax is not None:
+            raise self._damaged(start, "two PAX headers in a row")
+        data = self._take(size)
+        if data is None or not self._skip(-size % _BLOCK):
+            raise self._truncated(start)
+        try:
+            return _parse_pax(data)
+        except ValueError as exc:
+            raise self._damaged(start, str(exc)) from None
+
+    def data(self, member: _Member) -> Iterator[memoryview]:
+        """The data of a regular member, as views that are valid until the next
+        call; skips the padding after it. Raises ``IntegrityError`` when cut short."""
+        remaining = member.size
+        while remaining:
+            if self._pos >= len(self._buffer) and not self._next_chunk():
+                raise IntegrityError(f"the entry {member.shown!r} in the backup is truncated")
+            start = self._pos
+            step = min(remaining, len(self._buffer) - start)
+            self._pos = start + step
+            self._offset += step
+            remaining -= step
+            yield memoryview(self._buffer)[start : start + step]
+        if not self._skip(-member.size % _BLOCK):
+            raise IntegrityError(f"the entry {member.shown!r} in the backup is truncated")
+
+    def whole_data(self, member: _Member) -> memoryview | None:
+        """All the data of a small regular member as one view, its padding skipped;
+        None (and nothing consumed) when it is not all in the current chunk."""
+        start = self._pos
+        size = member.size
+        end = start + size + (-size % _BLOCK)
+        if end > len(self._buffer) or size > _SMALL_FILE:
+            return None
+        self._pos = end
+        self._offset += end - start
+        return memoryview(self._buffer)[start : start + size]
+
+    def finish(self) -> None:
+        """Read the stream to its end (tar pads with zeros after the marker), so
+        that a layer below sees all of it and can check it."""
+        while self._stream.read(CHUNK_SIZE):
+            pass
+
+    def _truncated(self, offset: int) -> IntegrityError:
+        return IntegrityError(
+            f"the file tree in the backup is truncated or damaged after {offset} bytes"
         )
-    tail.drain()
+
+    def _damaged(self, offset: int, problem: str) -> IntegrityError:
+        return IntegrityError(
+            f"the file tree in the backup is damaged after {offset} bytes ({problem})"
+        )
 
 
-def _member_chunks(archive: tarfile.TarFile, member: tarfile.TarInfo) -> Iterator[bytes]:
-    """Yield the data of a regular member in chunks; raises ``IntegrityError``."""
-    reader = archive.extractfile(member)
-    if reader is None:
-        raise IntegrityError(f"the entry {member.name!r} in the backup has no data")
-    remaining = member.size
-    with reader:
-        while remaining > 0:
-            try:
-                chunk = reader.read(min(CHUNK_SIZE, remaining))
-            except tarfile.TarError as exc:
-                raise IntegrityError(
-                    f"the entry {member.name!r} in the backup is truncated ({exc})"
-                ) from exc
-            if not chunk:
-                raise IntegrityError(f"the entry {member.name!r} in the backup is truncated")
-            remaining -= len(chunk)
-            yield chunk
+def _parse_header(block: bytes) -> _Member:
+    """A member from one ustar header block. Raises ValueError saying what is wrong."""
+    stored = _number(block[148:156])
+    unsigned = sum(block) - sum(block[148:156]) + 256
+    if stored != unsigned and stored != _signed_checksum(block):
+        raise ValueError("bad checksum")
+    name = block[0:100].split(b"\0", 1)[0]
+    if block[257:263] == tarfile.POSIX_MAGIC[:6]:
+        prefix = block[345:500].split(b"\0", 1)[0]
+        if prefix:
+            name = prefix + b"/" + name
+    mtime = _number(block[136:148])
+    return _Member(
+        name=name,
+        kind=block[156:157],
+        mode=_number(block[100:108]),
+        uid=_number(block[108:116]),
+        gid=_number(block[116:124]),
+        size=_number(block[124:136]),
+        mtime_ns=mtime * _NS_PER_SECOND,
+        linkname=block[157:257].split(b"\0", 1)[0],
+    )
 
 
-def _mtime_ns(member: tarfile.TarInfo) -> int:
-    """The exact mtime of a member in nanoseconds; raises ``IntegrityError``.
-
-    ``TarInfo.mtime`` went through a float, so the PAX record is parsed here."""
-    text = member.pax_headers.get("mtime")
-    if text is None:
-        return int(member.mtime) * _NS_PER_SECOND
-    ns = _parse_ns(text)
-    if ns is None:
-        raise IntegrityError(f"the entry {member.name!r} in the backup has a malformed mtime")
-    return ns
+def _signed_checksum(block: bytes) -> int:
+    """The checksum some old tar writers made, summing the bytes as signed chars."""
+    return 256 + sum(b - 256 if b > 127 else b for i, b in enumerate(block) if not 148 <= i < 156)
 
 
-def _permissions(member: tarfile.TarInfo) -> int:
+def _number(field: bytes) -> int:
+    """A numeric header field: octal text, or GNU base-256. Raises ValueError."""
+    if field and field[0] in (0o200, 0o377):
+        value = 0
+        for byte in field[1:]:
+            value = (value << 8) + byte
+        if field[0] == 0o377:
+            value -= 256 ** (len(field) - 1)
+        return value
+    text = field.split(b"\0", 1)[0].strip()
+    if not text:
+        return 0
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise ValueError("invalid header") from None
+
+
+_PAX_RECORD = re.compile(rb"(\d+) ([^=]+)=")
+
+
+def _parse_pax(data: bytes) -> dict[bytes, bytes]:
+    """The records of a PAX extended header. Raises ValueError when malformed."""
+    records: dict[bytes, bytes] = {}
+    space = data.find(b" ", 0, 12)
+    if space > 0 and data[:space].isdigit() and int(data[:space]) == len(data):
+        # One record filling the data, as write_tree writes mtime: no regex.
+        keyword, equals, value = data[space + 1 : -1].partition(b"=")
+        if equals and keyword and data[-1:] == b"\n":
+            records[keyword] = value
+            return records
+    pos = 0
+    while pos < len(data):
+        if data[pos] == 0:
+            break  # zero padding inside the declared size
+        match = _PAX_RECORD.match(data, pos)
+        if match is None:
+            raise ValueError("a PAX record is malformed")
+        length = int(match.group(1))
+        end = pos + length
+        if length == 0 or end > len(data) or data[end - 1 : end] != b"\n":
+            raise ValueError("a PAX record is malformed")
+        records[match.group(2)] = data[match.end() : end - 1]
+        pos = end
+    return records
+
+
+def _apply_pax(member: _Member, pax: dict[bytes, bytes]) -> None:
+    """Apply PAX records to ``member``. Raises ValueError naming a malformed field."""
+    if (path := pax.get(b"path")) is not None:
+        member.name = path
+    if (linkpath := pax.get(b"linkpath")) is not None:
+        member.linkname = linkpath
+    for keyword in (b"size", b"uid", b"gid"):
+        if (value := pax.get(keyword)) is not None:
+            if not value.isdigit():
+                raise ValueError(keyword.decode())
+            setattr(member, keyword.decode(), int(value))
+    if (mtime := pax.get(b"mtime")) is not None:
+        ns = _parse_ns(mtime.decode("ascii", "replace"))
+        if ns is None:
+            raise ValueError("mtime")
+        member.mtime_ns = ns
+    for keyword in pax:
+        if keyword.startswith(b"GNU.sparse"):
+            raise ValueError("sparse file record")
+
+
+def _permissions(member: _Member) -> int:
     """The permission bits (setuid, setgid and sticky included) of a member.
 
-    tarfile does not mask the mode field, so a crafted header could carry
-    file type bits."""
+    The mode field is not masked by every writer, so a crafted header could
+    carry file type bits."""
     return stat.S_IMODE(member.mode)
 
 
@@ -718,66 +970,72 @@ class _MemberCheck:
     a link) and every symbolic link (to refuse entries below one)."""
 
     def __init__(self) -> None:
-        self.seen: set[tuple[str, ...]] = set()
-        self._links: set[tuple[str, ...]] = set()
+        self.seen: set[tuple[bytes, ...]] = set()
+        self._links: set[tuple[bytes, ...]] = set()
 
-    def check(self, member: tarfile.TarInfo) -> tuple[str, ...]:
+    def check(self, member: _Member) -> tuple[bytes, ...]:
         """The name of ``member`` as path parts ("." is the root, ``()``).
 
         Raises ``IntegrityError`` naming the entry when it is unsafe."""
-        name = member.name
-        parts = _name_parts(name)
+        parts = _name_parts(member)
         _check_type(member)
-        if not parts and not member.isdir():
-            raise IntegrityError(f"the root entry {name!r} in the backup is not a folder")
+        if not parts and member.kind != tarfile.DIRTYPE:
+            raise IntegrityError(f"the root entry {member.shown!r} in the backup is not a folder")
         if self._links:
             for depth in range(1, len(parts)):
                 if parts[:depth] in self._links:
+                    shown = os.fsdecode(b"/".join(parts[:depth]))
                     raise IntegrityError(
-                        f"the entry {name!r} in the backup lies below the symbolic link "
-                        f"{'/'.join(parts[:depth])!r} and could be written outside the target"
+                        f"the entry {member.shown!r} in the backup lies below the symbolic link "
+                        f"{shown!r} and could be written outside the target"
                     )
         if parts in self.seen:
-            raise IntegrityError(f"the entry {name!r} appears twice in the backup")
+            raise IntegrityError(f"the entry {member.shown!r} appears twice in the backup")
         self.seen.add(parts)
-        if member.issym():
+        if member.kind == tarfile.SYMTYPE:
             self._links.add(parts)
         return parts
 
 
-def _name_parts(name: str) -> tuple[str, ...]:
+def _name_parts(member: _Member) -> tuple[bytes, ...]:
     """The components of a relative member name; raises ``IntegrityError``."""
-    if name.startswith("/"):
-        raise IntegrityError(f"the entry {name!r} in the backup has an absolute name")
-    if "\0" in name:
-        raise IntegrityError(f"the entry {name!r} in the backup has a NUL byte in its name")
-    parts = tuple(part for part in name.split("/") if part not in ("", "."))
-    if ".." in parts:
-        raise IntegrityError(f"the entry {name!r} in the backup climbs out of its folder with '..'")
+    name = member.name
+    if name.startswith(b"/"):
+        raise IntegrityError(f"the entry {member.shown!r} in the backup has an absolute name")
+    if b"\0" in name:
+        raise IntegrityError(f"the entry {member.shown!r} in the backup has a NUL byte in its name")
+    parts = tuple(name.split(b"/"))
+    if b"" in parts or b"." in parts:
+        parts = tuple(part for part in parts if part not in (b"", b"."))
+    if b".." in parts:
+        raise IntegrityError(
+            f"the entry {member.shown!r} in the backup climbs out of its folder with '..'"
+        )
     return parts
 
 
-def _check_type(member: tarfile.TarInfo) -> None:
+def _check_type(member: _Member) -> None:
     """Accept files, folders and symlinks only; raises ``IntegrityError``."""
-    if member.isreg() or member.isdir() or member.issym():
+    kind = member.kind
+    if kind in _REGULAR or kind in (tarfile.DIRTYPE, tarfile.SYMTYPE):
         return
-    if member.islnk():
-        kind = "a hard link"
-    elif member.ischr() or member.isblk():
-        kind = "a device"
-    elif member.isfifo():
-        kind = "a FIFO"
+    if kind == tarfile.LNKTYPE:
+        what = "a hard link"
+    elif kind in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+        what = "a device"
+    elif kind == tarfile.FIFOTYPE:
+        what = "a FIFO"
     else:
-        kind = f"an unsupported type {member.type!r}"
+        what = f"an unsupported type {kind!r}"
     raise IntegrityError(
-        f"the entry {member.name!r} in the backup is {kind}, which is not restored"
+        f"the entry {member.shown!r} in the backup is {what}, which is not restored"
     )
 
 
 @dataclass(frozen=True)
 class _FolderMeta:
     depth: int
-    path: str
+    path: bytes
     mode: int
     mtime_ns: int
     uid: int
@@ -791,99 +1049,131 @@ class _Restorer:
     child changes its folder's mtime, and a read-only folder could not receive
     its children."""
 
-    def __init__(self, target: str, check: _MemberCheck) -> None:
+    def __init__(self, target: bytes, check: _MemberCheck) -> None:
         self._target = target
         self._check = check
         self._as_root = os.geteuid() == 0
+        # What a new entry's owner already is, unless a set-group-ID folder
+        # gives it the folder's group: then every owner is set.
+        inherits_group = bool(os.stat(target).st_mode & stat.S_ISGID)
+        self._ids = (-1, -1) if inherits_group else (os.geteuid(), os.getegid())
+        self._umask = _umask()
         self._folders: list[_FolderMeta] = []
-        self._checked_parent: tuple[str, ...] | None = None
+        self._folder_parts: set[tuple[bytes, ...]] = set()
+        self._checked_parent: tuple[bytes, ...] | None = None
+        self._writers = _FileWriters(_FILE_WRITERS)
 
-    def directory(self, parts: tuple[str, ...], member: tarfile.TarInfo) -> None:
+    def _path(self, parts: tuple[bytes, ...]) -> bytes:
+        return b"/".join((self._target, *parts))
+
+    def directory(self, parts: tuple[bytes, ...], member: _Member) -> None:
         """Create a folder (or accept one made earlier as a parent)."""
         path = self._target
         if parts:
             self._parent(parts)
-            path = os.path.join(self._target, *parts)
+            path = self._path(parts)
             try:
                 # Private until finish() applies the stored mode.
                 os.mkdir(path, 0o700)
             except FileExistsError:
                 if not stat.S_ISDIR(os.lstat(path).st_mode):
                     raise RestoreError(
-                        f"the restore target already holds {path}, which is not a folder"
+                        f"the restore target already holds {os.fsdecode(path)},"
+                        " which is not a folder"
                     ) from None
             except OSError as exc:
-                raise RestoreError(f"the folder {path} cannot be created ({exc.strerror})") from exc
+                raise RestoreError(
+                    f"the folder {os.fsdecode(path)} cannot be created ({exc.strerror})"
+                ) from exc
+        self._folder_parts.add(parts)
         self._folders.append(
             _FolderMeta(
-                len(parts), path, _permissions(member), _mtime_ns(member), member.uid, member.gid
+                len(parts), path, _permissions(member), member.mtime_ns, member.uid, member.gid
             )
         )
 
-    def symlink(self, parts: tuple[str, ...], member: tarfile.TarInfo) -> None:
+    def symlink(self, parts: tuple[bytes, ...], member: _Member) -> None:
         """Create a symbolic link as a link, with its owner and mtime."""
         self._parent(parts)
-        path = os.path.join(self._target, *parts)
-        mtime = _mtime_ns(member)
+        path = self._path(parts)
+        mtime = member.mtime_ns
         try:
             os.symlink(member.linkname, path)
         except FileExistsError:
-            raise RestoreError(f"the restore target already holds {path}") from None
+            raise RestoreError(f"the restore target already holds {os.fsdecode(path)}") from None
         except OSError as exc:
             raise RestoreError(
-                f"the symbolic link {path} cannot be created ({exc.strerror})"
+                f"the symbolic link {os.fsdecode(path)} cannot be created ({exc.strerror})"
             ) from exc
         self._own(path, member)
         try:
             os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
         except OSError as exc:
-            raise RestoreError(f"the mtime of {path} cannot be set ({exc.strerror})") from exc
+            raise RestoreError(
+                f"the mtime of {os.fsdecode(path)} cannot be set ({exc.strerror})"
+            ) from exc
 
-    def file(self, parts: tuple[str, ...], member: tarfile.TarInfo, chunks: Iterator[bytes]) -> int:
-        """Create a regular file from ``chunks``; returns its size."""
+    def file(self, parts: tuple[bytes, ...], member: _Member, chunks: Iterator[memoryview]) -> None:
+        """Create a regular file from ``chunks``, here, in order (the small files
+        queued meanwhile are written by other threads)."""
         self._parent(parts)
-        path = os.path.join(self._target, *parts)
-        mtime = _mtime_ns(member)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        try:
-            fd = os.open(path, flags, 0o600)
-        except FileExistsError:
-            raise RestoreError(f"the restore target already holds {path}") from None
-        except OSError as exc:
-            raise RestoreError(f"the file {path} cannot be created ({exc.strerror})") from exc
-        size = 0
+        path = self._path(parts)
+        end = replace(self._file_end(member), plain=False)
+        fd = _create(path, end)
         try:
             for chunk in chunks:
                 _write_all(fd, chunk)
-                size += len(chunk)
-            # Owner before mode: chown clears the setuid and setgid bits.
-            self._own(fd, member)
-            os.fchmod(fd, _permissions(member))
-            os.utime(fd, ns=(mtime, mtime))
+            _finish_file(fd, end)
         except OSError as exc:
-            raise RestoreError(f"the file {path} cannot be written ({exc.strerror})") from exc
+            raise RestoreError(
+                f"the file {os.fsdecode(path)} cannot be written ({exc.strerror})"
+            ) from exc
         finally:
             os.close(fd)
-        return size
+
+    def _file_end(self, member: _Member) -> _FileEnd:
+        mode = _permissions(member)
+        owner = None
+        if self._as_root and (member.uid, member.gid) != self._ids:
+            owner = (member.uid, member.gid)
+        # Created with its final mode unless the umask would cut it or chown
+        # could clear it (set-user/group-ID): then set after writing.
+        plain = not mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX | self._umask)
+        return _FileEnd(mode, plain, owner, member.mtime_ns)
+
+    def small_file(self, parts: tuple[bytes, ...], member: _Member, data: memoryview) -> None:
+        """Create a regular file holding ``data``, on one of the writer threads.
+
+        Errors surface from a later call or from ``finish``."""
+        self._parent(parts)
+        self._writers.submit((self._path(parts), data, self._file_end(member)))
 
     def finish(self) -> None:
-        """Apply owners, modes and mtimes of folders, deepest first."""
+        """Wait for the file writers, then apply owners, modes and mtimes of
+        folders, deepest first."""
+        self._writers.close()
         for meta in sorted(self._folders, key=lambda meta: meta.depth, reverse=True):
             try:
-                if self._as_root:
+                if self._as_root and (meta.uid, meta.gid) != self._ids:
                     _chown_best_effort(meta.path, meta.uid, meta.gid)
                 os.chmod(meta.path, meta.mode)
                 os.utime(meta.path, ns=(meta.mtime_ns, meta.mtime_ns), follow_symlinks=False)
             except OSError as exc:
                 raise RestoreError(
-                    f"the mode and mtime of the folder {meta.path} cannot be set ({exc.strerror})"
+                    f"the mode and mtime of the folder {os.fsdecode(meta.path)} cannot be set"
+                    f" ({exc.strerror})"
                 ) from exc
 
-    def _own(self, path: str | int, member: tarfile.TarInfo) -> None:
-        if self._as_root:
+    def close(self) -> None:
+        """Stop the file writers (also after an error); idempotent."""
+        self._writers.close(report=False)
+
+    def _own(self, path: bytes | int, member: _Member) -> None:
+        # Skipped when the entry already has that owner: it was created by us.
+        if self._as_root and (member.uid, member.gid) != self._ids:
             _chown_best_effort(path, member.uid, member.gid)
 
-    def _parent(self, parts: tuple[str, ...]) -> None:
+    def _parent(self, parts: tuple[bytes, ...]) -> None:
         """Make sure every folder above ``parts`` is a real folder, creating missing ones.
 
         Raises ``IntegrityError`` when the archive itself put a non-folder
@@ -893,7 +1183,16 @@ class _Restorer:
             return  # entries come sorted: most share the previous one's parent
         path = self._target
         for depth, part in enumerate(parent, start=1):
-            path = os.path.join(path, part)
+            path = path + b"/" + part
+            above = parent[:depth]
+            if above in self._check.seen and above not in self._folder_parts:
+                # Decided from the archive, not the disk: small files are
+                # written by other threads and may not exist yet.
+                raise IntegrityError(
+                    f"the entry {os.fsdecode(b'/'.join(parts))!r} in the backup lies below"
+                    f" {os.fsdecode(b'/'.join(above))!r},"
+                    " which the backup makes something other than a folder"
+                )
             try:
                 st = os.lstat(path)
             except FileNotFoundError:
@@ -901,25 +1200,20 @@ class _Restorer:
                     os.mkdir(path)
                 except OSError as exc:
                     raise RestoreError(
-                        f"the folder {path} cannot be created ({exc.strerror})"
+                        f"the folder {os.fsdecode(path)} cannot be created ({exc.strerror})"
                     ) from exc
                 continue
             if stat.S_ISDIR(st.st_mode):
                 continue  # lstat: a symbolic link to a folder is not S_ISDIR
-            name = "/".join(parts)
-            if parent[:depth] in self._check.seen:
-                raise IntegrityError(
-                    f"the entry {name!r} in the backup lies below {'/'.join(parent[:depth])!r}, "
-                    "which the backup makes something other than a folder"
-                )
+            name = os.fsdecode(b"/".join(parts))
             raise RestoreError(
-                f"the restore target already holds {path}, which is not a folder, "
-                f"where the backup has a folder for {name!r}"
+                f"the restore target already holds {os.fsdecode(path)}, which is not a folder,"
+                f" where the backup has a folder for {name!r}"
             )
         self._checked_parent = parent
 
 
-def _chown_best_effort(path: str | int, uid: int, gid: int) -> None:
+def _chown_best_effort(path: bytes | int, uid: int, gid: int) -> None:
     """Set the owner without following links; an owner the system refuses is skipped."""
     try:
         if isinstance(path, int):
@@ -930,66 +1224,150 @@ def _chown_best_effort(path: str | int, uid: int, gid: int) -> None:
         pass  # e.g. an id unknown to a user namespace: keep the restoring user's
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: memoryview) -> None:
     """Write all of ``data`` to ``fd`` (``os.write`` may write less)."""
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+    while data:
+        written = os.write(fd, data)
+        data = data[written:]
 
 
-class _TailReader:
-    """Passes reads through to ``stream`` and keeps the last ``keep`` bytes read.
+_FILE_WRITERS = 4
+_BATCH_FILES = 32
+_BATCH_BYTES = 1024 * 1024
+"""Threads creating small files during a restore: creating a file costs the
+kernel more than writing a small one, and it runs in parallel on every core."""
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
-    ``tarfile`` reads ahead into its own buffer, so after it stops the bytes
-    where the end-of-archive marker should be are among the last ones read (or
-    not read yet): ``bytes_at`` finds them there. The other methods exist only
-    because ``tarfile`` wants a file object."""
 
-    def __init__(self, stream: ByteSource, keep: int) -> None:
-        self._stream = stream
-        self._keep = keep
-        self._position = 0
-        self._recent: deque[tuple[int, bytes]] = deque()
-        self._kept = 0
+@dataclass(frozen=True)
+class _FileEnd:
+    """What is set on a restored file once its data is written."""
 
-    def read(self, size: int, /) -> bytes:
-        data = self._stream.read(size)
-        if data:
-            self._recent.append((self._position, data))
-            self._position += len(data)
-            self._kept += len(data)
-            while self._kept - len(self._recent[0][1]) >= self._keep:
-                self._kept -= len(self._recent.popleft()[1])
-        return data
+    mode: int
+    plain: bool
+    """The mode can be given when the file is created (no umask or chown concern)."""
+    owner: tuple[int, int] | None
+    """The owner to set, None when it already is the right one."""
+    mtime_ns: int
 
-    def bytes_at(self, start: int, length: int) -> bytes:
-        """The bytes at ``start`` (which must still be kept), fewer at the end of the stream."""
-        while self._position < start + length:
-            if not self.read(start + length - self._position):
-                break
-        found = bytearray()
-        for begin, data in self._recent:
-            low = max(start, begin)
-            high = min(start + length, begin + len(data))
-            if low < high:
-                found += data[low - begin : high - begin]
-        return bytes(found)
 
-    def drain(self) -> None:
-        """Read the stream to its end (tar pads with zeros after the marker),
-        so that a layer below sees all of it and can check it."""
-        while self._stream.read(CHUNK_SIZE):
-            pass
+_SmallFile = tuple[bytes, memoryview, _FileEnd]
 
-    def write(self, b: bytes, /) -> int:
-        raise io.UnsupportedOperation("write")
 
-    def tell(self) -> int:
-        return self._position
+def _create(path: bytes, end: _FileEnd) -> int:
+    """Open a new file for writing; raises ``RestoreError`` naming it."""
+    try:
+        return os.open(path, _CREATE_FLAGS, end.mode if end.plain else 0o600)
+    except FileExistsError:
+        raise RestoreError(f"the restore target already holds {os.fsdecode(path)}") from None
+    except OSError as exc:
+        raise RestoreError(
+            f"the file {os.fsdecode(path)} cannot be created ({exc.strerror})"
+        ) from exc
 
-    def seek(self, pos: int, /) -> int:
-        raise io.UnsupportedOperation("seek")
 
-    def close(self) -> None:
+def _finish_file(fd: int, end: _FileEnd) -> None:
+    if end.owner is not None:
+        # Owner before mode: chown clears the setuid and setgid bits.
+        _chown_best_effort(fd, *end.owner)
+    if not end.plain:
+        os.fchmod(fd, end.mode)
+    os.utime(fd, ns=(end.mtime_ns, end.mtime_ns))
+
+
+def _write_small_file(job: _SmallFile) -> None:
+    """Create one small file; raises ``RestoreError`` naming it."""
+    path, data, end = job
+    fd = _create(path, end)
+    try:
+        _write_all(fd, data)
+        _finish_file(fd, end)
+    except OSError as exc:
+        raise RestoreError(
+            f"the file {os.fsdecode(path)} cannot be written ({exc.strerror})"
+        ) from exc
+    finally:
+        os.close(fd)
+
+
+class _FileWriters:
+    """Threads that write small restored files, in any order, while the archive
+    is read on. The first error is kept and raised by the next call or by
+    ``close``; after it, queued files are dropped."""
+
+    def __init__(self, count: int) -> None:
+        self._count = count
+        self._queue: queue.Queue[list[_SmallFile] | None] = queue.Queue(maxsize=16)
+        self._threads: list[threading.Thread] = []
+        self._error: BaseException | None = None
+        self._batch: list[_SmallFile] = []
+        self._batch_bytes = 0
+
+    def _start(self) -> None:
+        self._threads = [
+            threading.Thread(target=self._run, name="restore small files", daemon=True)
+            for _ in range(self._count)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, job: _SmallFile) -> None:
+        """Queue a small file; files go to the threads in batches (of up to
+        ``_BATCH_FILES`` files or ``_BATCH_BYTES`` bytes), which costs far less
+        handing over than one at a time."""
+        self._batch.append(job)
+        self._batch_bytes += len(job[1])
+        if len(self._batch) >= _BATCH_FILES or self._batch_bytes >= _BATCH_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if not self._threads:
+            self._start()
+        if self._batch:
+            self._queue.put(self._batch)
+            self._batch = []
+            self._batch_bytes = 0
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._error is None:
+            self._error = exc
+
+    def _run(self) -> None:
+        while (batch := self._queue.get()) is not None:
+            for job in batch:
+                if self._error is not None:
+                    break
+                try:
+                    _write_small_file(job)
+                except BaseException as exc:  # raised in the restoring thread
+                    self._fail(exc)
+
+    def close(self, report: bool = True) -> None:
+        """Wait until every queued file is written; raise the first error."""
+        if report and self._batch and self._error is None:
+            self._flush()
+        self._batch = []
+        if self._threads:
+            if not report:
+                self._fail(RestoreError("the restore was abandoned"))
+            for _ in range(self._count):
+                self._queue.put(None)
+            for thread in self._threads:
+                thread.join()
+            self._threads = []
+        if report and self._error is not None:
+            raise self._error
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it (Linux), else assumed 0o022."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
         pass
+    return 0o022

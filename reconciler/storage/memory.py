@@ -19,6 +19,14 @@ class MemoryStorage:
         self.created = False
         self.reads = 0
         self.writes = 0
+        self.lookups = 0
+        """Calls to ``exists``."""
+        self.lists = 0
+        """Calls to ``list_dir``."""
+        self.written: list[str] = []
+        """Keys written (``write_atomic``, ``open_write``, ``create_exclusive``), in order."""
+        self.deleted: list[str] = []
+        """Keys given to ``delete`` and ``delete_tree``, in order."""
 
     @property
     def description(self) -> str:
@@ -45,6 +53,7 @@ class MemoryStorage:
     def write_atomic(self, key: str, data: bytes) -> None:
         check_key(key)
         self.writes += 1
+        self.written.append(key)
         self.objects[key] = bytes(data)
 
     @contextmanager
@@ -62,9 +71,11 @@ class MemoryStorage:
         return len(self.read(key))
 
     def exists(self, key: str) -> bool:
+        self.lookups += 1
         return key in self.objects
 
     def list_dir(self, key: str) -> list[Entry]:
+        self.lists += 1
         prefix = "/".join(check_key(key))
         prefix = prefix + "/" if prefix else ""
         found: dict[str, Entry] = {}
@@ -76,9 +87,11 @@ class MemoryStorage:
         return [found[n] for n in sorted(found)]
 
     def delete(self, key: str) -> None:
+        self.deleted.append(key)
         self.objects.pop(key, None)
 
     def delete_tree(self, key: str) -> None:
+        self.deleted.append(key)
         prefix = key.rstrip("/") + "/"
         for name in [n for n in self.objects if n.startswith(prefix)]:
             del self.objects[name]
