@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from datetime import UTC, datetime
 
 
@@ -20,8 +19,10 @@ def parse_time(text: str) -> datetime:
     """Parse ISO 8601; a time without zone is taken as UTC. Raises ValueError."""
     if len(text) == 20 and text[19] == "Z" and text[10] == "T":
         # What format_time writes (catalogs hold thousands): the C parser alone.
-        with contextlib.suppress(ValueError):
+        try:
             return datetime.fromisoformat(text)
+        except ValueError:
+            pass
     return utc(datetime.fromisoformat(text.strip().replace("z", "Z").replace("Z", "+00:00")))
 
 

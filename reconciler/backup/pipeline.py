@@ -65,6 +65,7 @@ BytesCallback = Callable[[int], None]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_libc: ctypes.CDLL | None = None
 _malloc_tuned = False
 
 
@@ -76,19 +77,29 @@ def _tune_malloc() -> None:
     each with a fresh mmap and gives it back on free, so every buffer costs
     256 page faults and zeroed pages: a third of the kernel time of a backup.
     Below 32 MiB, allocations now come from the heap, and up to 128 MiB of
-    free heap is kept; memory in use stays bounded by the pipelines."""
-    global _malloc_tuned
+    free heap is kept while a pipeline runs; ``_release_memory`` gives it back
+    when one ends (the daemon lives on between backups)."""
+    global _libc, _malloc_tuned
     if _malloc_tuned or not sys.platform.startswith("linux"):
         return
     _malloc_tuned = True
     try:
-        mallopt = ctypes.CDLL(None).mallopt
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
     except (OSError, AttributeError):  # pragma: no cover - not glibc
         return
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)
     mallopt(_M_TRIM_THRESHOLD, 128 * 1024 * 1024)
+    _libc = libc
+
+
+def _release_memory() -> None:
+    """Give the free heap the pipeline kept back to the system (glibc's malloc_trim)."""
+    if _libc is not None:
+        _libc.malloc_trim(0)
 
 
 def compression_threads() -> int:
@@ -171,9 +182,12 @@ def store_object(
             # Compressed output in frame-sized pieces: fewer, larger writes.
             write_size=CHUNK_SIZE,
         )
-        result = produce(writer)  # type: ignore[arg-type]
-        writer.close()  # type: ignore[no-untyped-call]
-        encrypting.close()
+        try:
+            result = produce(writer)  # type: ignore[arg-type]
+            writer.close()  # type: ignore[no-untyped-call]
+            encrypting.close()
+        finally:
+            _release_memory()
         failpoint("object-upload")  # every byte written, the object not yet committed
     name = key.rsplit("/", 1)[-1]
     return StoredObject(name, sink.size, sink.sha256.hexdigest()), result
@@ -202,6 +216,7 @@ def open_object(
             reader.read_to_end()
         finally:
             reader.stop()
+            _release_memory()
     if measured.size != expected.size_bytes or measured.sha256.hexdigest() != expected.sha256:
         raise IntegrityError(
             f"{key} does not match its manifest: expected {expected.size_bytes} bytes with"
@@ -306,12 +321,15 @@ class _ReadAhead(io.RawIOBase):
         return n
 
     def read(self, size: int | None = -1, /) -> bytes:
-        """Up to ``size`` bytes of plaintext (the rest of a chunk when negative); b""
-        at the verified end. Raises IntegrityError (or the storage's error) from the
-        thread."""
+        """Up to ``size`` bytes of plaintext (all the rest when negative); b"" at the
+        verified end. Raises IntegrityError (or the storage's error) from the thread.
+
+        Returns what the thread handed over without copying when ``size`` covers it."""
+        if size is None or size < 0:
+            return self.readall()
         chunk = self._current()
         start = self._pos
-        if size is None or size < 0 or start + size >= len(chunk):
+        if start + size >= len(chunk):
             self._pos = len(chunk)
             return chunk if start == 0 else chunk[start:]
         self._pos = start + size
@@ -319,7 +337,7 @@ class _ReadAhead(io.RawIOBase):
 
     def readall(self) -> bytes:
         parts = []
-        while chunk := self.read():
+        while chunk := self.read(READ_SIZE):
             parts.append(chunk)
         return b"".join(parts)
 
@@ -341,7 +359,7 @@ class _ReadAhead(io.RawIOBase):
 
     def read_to_end(self) -> None:
         """Read and drop the rest, so that everything is verified."""
-        while self.read():
+        while self.read(READ_SIZE):
             pass
 
     def stop(self) -> None:

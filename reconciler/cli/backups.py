@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from reconciler.cli.common import config_option, handle_errors, load, pick_one
 from reconciler.errors import BackupctlError, ObjectNotFoundError
@@ -98,6 +96,10 @@ def list_backups(config_path: Path, output: str) -> None:
     if output == "json":
         click.echo(json.dumps({"backups": [backup_to_json(r) for r in records]}, indent=2))
         return
+    # rich only here: importing it costs every other command a tenth of its start-up.
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(box=None, pad_edge=False)
     for column in ("ID", "CONFIGURATION", "STATUS", "CREATED", "DURATION", "SIZE", "KEY"):
         table.add_column(column, no_wrap=True)

@@ -6,11 +6,10 @@ import functools
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from reconciler.backup.engine import SourceEvent
 from reconciler.cli.common import (
     TimeParam,
     UserFacingExit,
@@ -36,6 +35,9 @@ from reconciler.reconcile.savedplan import (
 from reconciler.reconcile.session import Prepared, make_plan, prepare, reconcile
 from reconciler.spec.model import BackupConfiguration
 from reconciler.timeutil import now_utc
+
+if TYPE_CHECKING:
+    from reconciler.backup.engine import SourceEvent
 
 
 def target_option(func: Any) -> Any:

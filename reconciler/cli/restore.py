@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from reconciler.backup.restore import RestoreRequest, data_key_for, restore_backup
 from reconciler.cli.backups import find_backup, open_repository
 from reconciler.cli.common import config_option, fail, handle_errors, load, pick_one
 from reconciler.cli.keyring import key_options, key_ring_from_options, known_thumbprints
@@ -37,6 +36,9 @@ def restore(
     name: str | None,
 ) -> None:
     """Decrypt a backup with the private key and restore it."""
+    # Here, not at the top: every other command would pay for importing it.
+    from reconciler.backup.restore import RestoreRequest, data_key_for, restore_backup
+
     if (to is None) == (not in_place):
         fail("give exactly one of --to DIR and --in-place")
     config = pick_one(load(config_path, check_validity=False), name, config_path)

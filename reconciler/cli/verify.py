@@ -12,10 +12,10 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from reconciler.backup.verify import Verification, record_verifications, verify_backup
 from reconciler.cli.backups import find_backup, open_repository
 from reconciler.cli.common import (
     UserFacingExit,
@@ -35,6 +35,9 @@ from reconciler.repository.records import BackupRecord, BackupStatus
 from reconciler.repository.store import Repository
 from reconciler.spec.model import BackupConfiguration
 from reconciler.timeutil import now_utc
+
+if TYPE_CHECKING:
+    from reconciler.backup.verify import Verification
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,8 @@ def _verify_configuration(
     if not selected:
         click.echo(f"{config.name}: no backups to verify")
         return _Tally()
+    from reconciler.backup.verify import verify_backup  # here: other commands never need it
+
     known = known_thumbprints(repository)
     results: list[Verification] = []
     failed = 0
@@ -153,6 +158,8 @@ def _record(
     """Record the verdicts under the repository lock; return the updated records.
 
     Returns None (and says so) when another process holds the lock."""
+    from reconciler.backup.verify import record_verifications
+
     try:
         with RepositoryLock(repository.storage, config.name, "backupctl verify"):
             return record_verifications(repository, results, now_utc())

@@ -12,12 +12,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from reconciler.backup.engine import SourceEvent, run_backup
-from reconciler.backup.migrate import copy_backup
-from reconciler.backup.rewrap import rewrap_backups
-from reconciler.backup.verify import record_verifications, verify_backup
 from reconciler.crypto.keyring import KeyRing
 from reconciler.crypto.keys import PrivateKey
 from reconciler.errors import BackupctlError
@@ -52,6 +48,9 @@ from reconciler.repository.records import (
 from reconciler.repository.store import Repository
 from reconciler.spec.model import BackupConfiguration
 from reconciler.storage.factory import Credentials
+
+if TYPE_CHECKING:
+    from reconciler.backup.engine import SourceEvent
 
 
 class OutcomeStatus(StrEnum):
@@ -252,6 +251,8 @@ def _cleanup(action: CleanupStaging, context: ApplyContext) -> Outcome:
 
 
 def _migrate(action: MigrateBackups, context: ApplyContext) -> Outcome:
+    from reconciler.backup.migrate import copy_backup  # here: plan needs none of backup.*
+
     source = context.previous_location
     if source is None:
         raise BackupctlError("spec.migration.from is not configured, so nothing can be copied")
@@ -289,6 +290,8 @@ def _repair(action: RepairCatalog, context: ApplyContext) -> Outcome:
 
 
 def _run(action: RunBackup, context: ApplyContext) -> Outcome:
+    from reconciler.backup.engine import run_backup  # here: plan needs none of backup.*
+
     record = run_backup(
         context.repository,
         context.config,
@@ -343,6 +346,8 @@ def _kept_message(count: int) -> str:
 
 def _rewrap(action: RewrapKeys, context: ApplyContext) -> Outcome:
     """Re-wrap the listed backups' data keys; data objects are not touched."""
+    from reconciler.backup.rewrap import rewrap_backups
+
     report = rewrap_backups(
         context.repository,
         [item.backup.id for item in action.backups],
@@ -365,6 +370,8 @@ def _verify(action: VerifyBackups, context: ApplyContext) -> Outcome:
     """Check the listed backups without a key and record each verdict.
 
     A damaged backup becomes Corrupt and fails the action."""
+    from reconciler.backup.verify import record_verifications, verify_backup
+
     results = []
     repository = context.repository
     with tempfile.TemporaryDirectory(prefix="backupctl-verify-") as work:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from reconciler.backup.engine import SourceEvent
 from reconciler.crypto.keys import PrivateKey
 from reconciler.reconcile.apply import ApplyContext, Outcome, apply_plan
 from reconciler.reconcile.migration import MigrationSource
@@ -20,6 +20,9 @@ from reconciler.repository.store import Repository
 from reconciler.spec.model import BackupConfiguration
 from reconciler.storage.factory import Credentials, location_credentials, open_storage
 from reconciler.timeutil import now_utc
+
+if TYPE_CHECKING:
+    from reconciler.backup.engine import SourceEvent
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from operator import attrgetter
 from pathlib import Path
 from typing import BinaryIO, NoReturn
 
@@ -147,15 +148,16 @@ class LocalStorage:
         path = self._path(key)
         try:
             with os.scandir(path) as entries:
-                found = [
-                    Entry(e.name, e.is_dir(), 0 if e.is_dir() else e.stat().st_size)
-                    for e in entries
-                ]
+                found = []
+                for e in entries:
+                    is_dir = e.is_dir()
+                    found.append(Entry(e.name, is_dir, 0 if is_dir else e.stat().st_size))
         except FileNotFoundError:
             return []
         except OSError as exc:
             self._fail(exc, f"cannot list {path}")
-        return sorted(found, key=lambda e: e.name)
+        found.sort(key=_entry_name)  # a backups folder can hold thousands
+        return found
 
     def delete(self, key: str) -> None:
         path = self._path(key)
@@ -247,6 +249,9 @@ class _Syncer:
         self._thread.join()
         if report and self._error is not None:
             raise self._error
+
+
+_entry_name = attrgetter("name")
 
 
 def _remove_quietly(temp: Path) -> None:
