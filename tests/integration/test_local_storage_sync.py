@@ -38,7 +38,8 @@ def test_a_large_object_is_flushed_while_written_and_committed_whole(
             out.write(data[start : start + 10_000])
 
     assert (tmp_path / "repo" / "backups" / "b1" / "data").read_bytes() == data
-    assert flushed  # the thread ran
+    # Whether the background flush ran before the final one is up to the
+    # scheduler; what must hold is the content, and no thread left behind.
     assert not [t for t in threading.enumerate() if t.name == "fdatasync"]
 
 
