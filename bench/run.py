@@ -33,7 +33,7 @@ from pathlib import Path
 
 from bench import noop, report
 from bench.dataset import SPECS, Dataset, ensure_dataset
-from bench.tools import Backupctl, Restic, TarZstd, Tool, ToolFailed
+from bench.tools import TIME, Backupctl, Restic, TarZstd, Tool, ToolFailed
 
 RESULTS_DIR = Path(__file__).parent / "results"
 SETTLE_SECONDS = 65
@@ -67,6 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     machine = describe_machine(scratch)
     print_machine(machine)
 
+    missing = [tool for tool in ("tar", "zstd") if shutil.which(tool) is None]
+    if not os.access(TIME, os.X_OK):
+        missing.append(f"GNU time ({TIME})")
+    if missing and not args.noop_only:
+        print(
+            f"missing: {', '.join(missing)} (Debian: apt-get install -y tar zstd time)",
+            file=sys.stderr,
+        )
+        return 1
     if not args.noop_only:
         if shutil.which("restic") is None:
             print(
