@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    speed = machine["speed before (zstd -3, 64 MB, 1 thread)"] = calibrate(scratch)
+    print(f"  machine speed now: zstd -3 compresses 64 MB in {speed}")
     if not args.noop_only:
         if shutil.which("restic") is None:
             print(
@@ -85,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         rounds = args.rounds or (1 if args.size == "large" else 3)
         result = run_transfers(args.size, rounds, scratch, keep=args.keep)
+        machine["speed after (zstd -3, 64 MB, 1 thread)"] = calibrate(scratch)
         result["machine"] = machine
         print_summary(result)
         if not args.no_write:
@@ -152,6 +155,21 @@ def describe_machine(scratch: Path) -> dict[str, str]:
         "zstd": _output(["zstd", "--version"]),
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
     }
+
+
+def calibrate(scratch: Path) -> str:
+    """Seconds to compress 64 MB of the log with zstd -3 on one thread: how fast
+    this shared machine is right now (it varies by tens of percent)."""
+    import zstandard
+
+    log = scratch / "data-small" / "data" / "logs" / "frontend.log"
+    if not log.exists():
+        return "n/a"
+    with log.open("rb") as stream:
+        sample = stream.read(64_000_000)
+    start = time.perf_counter()
+    zstandard.ZstdCompressor(level=3).compress(sample)
+    return f"{time.perf_counter() - start:.2f} s"
 
 
 def print_machine(machine: dict[str, str]) -> None:

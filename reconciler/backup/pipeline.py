@@ -169,6 +169,19 @@ def store_object(
     exception nothing is left under ``key``. Returns what was stored and what
     ``produce`` returned."""
     _tune_malloc()
+    try:
+        return _store_object(storage, key, data_key, produce, on_bytes)
+    finally:
+        _release_memory()  # zstd's buffers are freed by now
+
+
+def _store_object(
+    storage: Storage,
+    key: str,
+    data_key: bytes,
+    produce: Callable[[Writable], T],
+    on_bytes: BytesCallback | None,
+) -> tuple[StoredObject, T]:
     with storage.open_write(key) as out:
         sink = _MeasuringSink(out, on_bytes)
         encrypting = EncryptingWriter(sink, data_key)
@@ -179,15 +192,13 @@ def store_object(
             encrypting,  # type: ignore[arg-type]  # any object with write() works
             closefd=False,
             write_return_read=True,
-            # Compressed output in frame-sized pieces: fewer, larger writes.
-            write_size=CHUNK_SIZE,
+            # Compressed output in pieces of several frames: fewer writes, and
+            # whole frames are encrypted straight from it, without a copy.
+            write_size=4 * CHUNK_SIZE,
         )
-        try:
-            result = produce(writer)  # type: ignore[arg-type]
-            writer.close()  # type: ignore[no-untyped-call]
-            encrypting.close()
-        finally:
-            _release_memory()
+        result = produce(writer)  # type: ignore[arg-type]
+        writer.close()  # type: ignore[no-untyped-call]
+        encrypting.close()
         failpoint("object-upload")  # every byte written, the object not yet committed
     name = key.rsplit("/", 1)[-1]
     return StoredObject(name, sink.size, sink.sha256.hexdigest()), result
