@@ -260,52 +260,32 @@ def _switch_back() -> None:
 
 
 _END = object()
-"""Put in the queue by the reader thread after the last plaintext chunk."""
+"""Put in a relay's queue by its thread after the last chunk."""
 
 
-class _ReadAhead(io.RawIOBase):
-    """The plaintext of an object, read, decrypted and decompressed by a thread.
+class _Relay(io.RawIOBase):
+    """Bytes made by ``produce`` on a thread of its own, read through a bounded queue.
 
-    The thread hands plaintext chunks over through a bounded queue, then reads
-    the object to its end (the final frame and any trailing bytes), so that
-    once ``read`` returns b"" everything was verified except the manifest's
-    size and SHA-256, which the caller checks. An error in the thread is
-    raised by the next ``read``."""
+    ``produce`` is given a ``put`` function that queues a chunk and returns
+    False once the consumer stopped listening (then ``produce`` should return).
+    An exception in ``produce`` is raised by the consumer's next ``read``;
+    ``read`` returns b"" once ``produce`` returned."""
 
-    def __init__(self, source: _MeasuringSource, data_key: bytes, key: str) -> None:
+    def __init__(self, name: str, produce: Callable[[Callable[[bytes], bool]], None]) -> None:
         super().__init__()
-        self._decrypting = DecryptingReader(source, data_key, key)
-        self._source = source
-        self._key = key
+        self._produce = produce
         self._queue: queue.Queue[object] = queue.Queue(READ_AHEAD_CHUNKS)
         self._chunk = b""
         self._pos = 0
         self._done = False
         self._stopping = threading.Event()
         _switch_faster()
-        self._thread = threading.Thread(target=self._run, name=f"read {key}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         try:
-            plain = zstandard.ZstdDecompressor().stream_reader(
-                self._decrypting,  # type: ignore[arg-type]  # any object with read() works
-                read_size=CHUNK_SIZE,
-                read_across_frames=True,
-                closefd=False,
-            )
-            try:
-                while chunk := plain.read(READ_SIZE):
-                    if not self._put(chunk):
-                        return
-            except zstandard.ZstdError:
-                raise IntegrityError(
-                    f"{self._key} is damaged: its compressed data is invalid"
-                ) from None
-            while self._decrypting.read_frame():
-                pass  # data after the end of the zstd stream: still verify every frame
-            while self._source.read(CHUNK_SIZE):
-                pass
+            self._produce(self._put)
             self._put(_END)
         except BaseException as exc:  # handed to the consumer, raised there
             self._put(exc)
@@ -332,10 +312,10 @@ class _ReadAhead(io.RawIOBase):
         return n
 
     def read(self, size: int | None = -1, /) -> bytes:
-        """Up to ``size`` bytes of plaintext (all the rest when negative); b"" at the
-        verified end. Raises IntegrityError (or the storage's error) from the thread.
+        """Up to ``size`` bytes (all the rest when negative); b"" at the end.
+        Raises what ``produce`` raised.
 
-        Returns what the thread handed over without copying when ``size`` covers it."""
+        Returns a queued chunk without copying when ``size`` covers it."""
         if size is None or size < 0:
             return self.readall()
         chunk = self._current()
@@ -380,6 +360,68 @@ class _ReadAhead(io.RawIOBase):
         self._stopping.set()
         self._thread.join()
         _switch_back()
+
+
+class _ReadAhead:
+    """The plaintext of an object, made ahead of the consumer by two threads.
+
+    One reads, hashes, verifies and decrypts frames; the other decompresses
+    them. Decompression is the larger half of the work, so splitting it from
+    the rest lets a restore use two cores besides the thread writing files.
+
+    Once ``read`` returns b"" everything was verified (every frame, the final
+    flag, and no data after it) except the manifest's size and SHA-256, which
+    the caller checks. An error in either thread is raised by the next ``read``."""
+
+    def __init__(self, source: _MeasuringSource, data_key: bytes, key: str) -> None:
+        self._key = key
+        decrypting = DecryptingReader(source, data_key, key)
+
+        def decrypt(put: Callable[[bytes], bool]) -> None:
+            while frame := decrypting.read_frame():
+                if not put(frame):
+                    return
+            while source.read(CHUNK_SIZE):
+                pass  # bytes after the final frame: DecryptingReader reported them
+
+        self._frames = _Relay(f"decrypt {key}", decrypt)
+        try:
+            self._plain = _Relay(f"decompress {key}", self._decompress)
+        except BaseException:
+            self._frames.stop()
+            raise
+
+    def _decompress(self, put: Callable[[bytes], bool]) -> None:
+        plain = zstandard.ZstdDecompressor().stream_reader(
+            self._frames,  # type: ignore[arg-type]  # any object with read() works
+            read_size=CHUNK_SIZE,
+            read_across_frames=True,
+            closefd=False,
+        )
+        try:
+            while chunk := plain.read(READ_SIZE):
+                if not put(chunk):
+                    return
+        except zstandard.ZstdError:
+            raise IntegrityError(
+                f"{self._key} is damaged: its compressed data is invalid"
+            ) from None
+        self._frames.read_to_end()  # data after the end of the zstd stream: still verified
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        return self._plain.read(size)
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        return self._plain.readinto(buffer)
+
+    def read_to_end(self) -> None:
+        self._plain.read_to_end()
+
+    def stop(self) -> None:
+        """Stop both threads and wait for them. The decompressing thread first:
+        it may be waiting for a frame, which the other thread still delivers."""
+        self._plain.stop()
+        self._frames.stop()
 
 
 def check_stored_object(storage: Storage, key: str, expected: StoredObject) -> str | None:

@@ -42,17 +42,16 @@ import fnmatch
 import grp
 import os
 import pwd
-import queue
 import re
 import stat
 import tarfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
 from reconciler.errors import IntegrityError, RestoreError, SourceError
+from reconciler.sources.small_files import FileEnd, SmallFileWriters
 from reconciler.sources.stats import CHUNK_SIZE, ByteSink, ByteSource, SourceStats
 
 _BLOCK = tarfile.BLOCKSIZE
@@ -1061,7 +1060,7 @@ class _Restorer:
         self._folders: list[_FolderMeta] = []
         self._folder_parts: set[tuple[bytes, ...]] = set()
         self._checked_parent: tuple[bytes, ...] | None = None
-        self._writers = _FileWriters(_FILE_WRITERS)
+        self._writers = SmallFileWriters()
 
     def _path(self, parts: tuple[bytes, ...]) -> bytes:
         return b"/".join((self._target, *parts))
@@ -1115,7 +1114,7 @@ class _Restorer:
 
     def file(self, parts: tuple[bytes, ...], member: _Member, chunks: Iterator[memoryview]) -> None:
         """Create a regular file from ``chunks``, here, in order (the small files
-        queued meanwhile are written by other threads)."""
+        queued meanwhile are created by worker processes)."""
         self._parent(parts)
         path = self._path(parts)
         end = replace(self._file_end(member), plain=False)
@@ -1131,7 +1130,7 @@ class _Restorer:
         finally:
             os.close(fd)
 
-    def _file_end(self, member: _Member) -> _FileEnd:
+    def _file_end(self, member: _Member) -> FileEnd:
         mode = _permissions(member)
         owner = None
         if self._as_root and (member.uid, member.gid) != self._ids:
@@ -1139,14 +1138,14 @@ class _Restorer:
         # Created with its final mode unless the umask would cut it or chown
         # could clear it (set-user/group-ID): then set after writing.
         plain = not mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX | self._umask)
-        return _FileEnd(mode, plain, owner, member.mtime_ns)
+        return FileEnd(mode, plain, owner, member.mtime_ns)
 
     def small_file(self, parts: tuple[bytes, ...], member: _Member, data: memoryview) -> None:
-        """Create a regular file holding ``data``, on one of the writer threads.
+        """Create a regular file holding ``data``, by a worker process.
 
         Errors surface from a later call or from ``finish``."""
         self._parent(parts)
-        self._writers.submit((self._path(parts), data, self._file_end(member)))
+        self._writers.submit(self._path(parts), data, self._file_end(member))
 
     def finish(self) -> None:
         """Wait for the file writers, then apply owners, modes and mtimes of
@@ -1231,30 +1230,10 @@ def _write_all(fd: int, data: memoryview) -> None:
         data = data[written:]
 
 
-_FILE_WRITERS = 4
-_BATCH_FILES = 32
-_BATCH_BYTES = 1024 * 1024
-"""Threads creating small files during a restore: creating a file costs the
-kernel more than writing a small one, and it runs in parallel on every core."""
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-@dataclass(frozen=True)
-class _FileEnd:
-    """What is set on a restored file once its data is written."""
-
-    mode: int
-    plain: bool
-    """The mode can be given when the file is created (no umask or chown concern)."""
-    owner: tuple[int, int] | None
-    """The owner to set, None when it already is the right one."""
-    mtime_ns: int
-
-
-_SmallFile = tuple[bytes, memoryview, _FileEnd]
-
-
-def _create(path: bytes, end: _FileEnd) -> int:
+def _create(path: bytes, end: FileEnd) -> int:
     """Open a new file for writing; raises ``RestoreError`` naming it."""
     try:
         return os.open(path, _CREATE_FLAGS, end.mode if end.plain else 0o600)
@@ -1266,99 +1245,13 @@ def _create(path: bytes, end: _FileEnd) -> int:
         ) from exc
 
 
-def _finish_file(fd: int, end: _FileEnd) -> None:
+def _finish_file(fd: int, end: FileEnd) -> None:
     if end.owner is not None:
         # Owner before mode: chown clears the setuid and setgid bits.
         _chown_best_effort(fd, *end.owner)
     if not end.plain:
         os.fchmod(fd, end.mode)
     os.utime(fd, ns=(end.mtime_ns, end.mtime_ns))
-
-
-def _write_small_file(job: _SmallFile) -> None:
-    """Create one small file; raises ``RestoreError`` naming it."""
-    path, data, end = job
-    fd = _create(path, end)
-    try:
-        _write_all(fd, data)
-        _finish_file(fd, end)
-    except OSError as exc:
-        raise RestoreError(
-            f"the file {os.fsdecode(path)} cannot be written ({exc.strerror})"
-        ) from exc
-    finally:
-        os.close(fd)
-
-
-class _FileWriters:
-    """Threads that write small restored files, in any order, while the archive
-    is read on. The first error is kept and raised by the next call or by
-    ``close``; after it, queued files are dropped."""
-
-    def __init__(self, count: int) -> None:
-        self._count = count
-        self._queue: queue.Queue[list[_SmallFile] | None] = queue.Queue(maxsize=16)
-        self._threads: list[threading.Thread] = []
-        self._error: BaseException | None = None
-        self._batch: list[_SmallFile] = []
-        self._batch_bytes = 0
-
-    def _start(self) -> None:
-        self._threads = [
-            threading.Thread(target=self._run, name="restore small files", daemon=True)
-            for _ in range(self._count)
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def submit(self, job: _SmallFile) -> None:
-        """Queue a small file; files go to the threads in batches (of up to
-        ``_BATCH_FILES`` files or ``_BATCH_BYTES`` bytes), which costs far less
-        handing over than one at a time."""
-        self._batch.append(job)
-        self._batch_bytes += len(job[1])
-        if len(self._batch) >= _BATCH_FILES or self._batch_bytes >= _BATCH_BYTES:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._error is not None:
-            raise self._error
-        if not self._threads:
-            self._start()
-        if self._batch:
-            self._queue.put(self._batch)
-            self._batch = []
-            self._batch_bytes = 0
-
-    def _fail(self, exc: BaseException) -> None:
-        if self._error is None:
-            self._error = exc
-
-    def _run(self) -> None:
-        while (batch := self._queue.get()) is not None:
-            for job in batch:
-                if self._error is not None:
-                    break
-                try:
-                    _write_small_file(job)
-                except BaseException as exc:  # raised in the restoring thread
-                    self._fail(exc)
-
-    def close(self, report: bool = True) -> None:
-        """Wait until every queued file is written; raise the first error."""
-        if report and self._batch and self._error is None:
-            self._flush()
-        self._batch = []
-        if self._threads:
-            if not report:
-                self._fail(RestoreError("the restore was abandoned"))
-            for _ in range(self._count):
-                self._queue.put(None)
-            for thread in self._threads:
-                thread.join()
-            self._threads = []
-        if report and self._error is not None:
-            raise self._error
 
 
 def _umask() -> int:
