@@ -21,8 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import BinaryIO, NamedTuple, Protocol, runtime_checkable
 
 TEMP_MARKER = ".tmp-"
 """Part of the name of every temporary object; staging cleanup looks for it."""
@@ -30,9 +29,11 @@ TEMP_MARKER = ".tmp-"
 CHUNK_SIZE = 1024 * 1024
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One name directly inside a folder."""
+class Entry(NamedTuple):
+    """One name directly inside a folder.
+
+    A named tuple rather than a dataclass: listing a backups folder makes one
+    per backup, and a tuple is made in a tenth of the time."""
 
     name: str
     is_dir: bool
