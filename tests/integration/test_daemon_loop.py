@@ -6,6 +6,7 @@ the exact moments the loop wakes, backs up and prunes."""
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import shutil
@@ -232,3 +233,23 @@ def test_every_log_line_is_one_json_object_with_the_documented_fields(site: Site
     for event in events:
         assert set(event) == {"time", "level", "configuration", "event", "message"}
     assert [e["event"] for e in events if e["configuration"] == "region"][-1] == "reconcile.done"
+
+
+def test_what_reading_catalogs_froze_is_returned_to_the_collector_after_each_cycle(
+    site: Site,
+) -> None:
+    """Reading a catalog exempts its objects from the cyclic collector (it is
+    faster); a daemon running for a year must not keep cycles made meanwhile."""
+    gc.unfreeze()
+    frozen_during_cycles = []
+
+    def note_frozen() -> None:
+        frozen_during_cycles.append(gc.get_freeze_count())
+
+    run_until(site, timedelta(days=1), T0 + 24 * HOUR, {T0 + 12 * HOUR: note_frozen})
+
+    assert frozen_during_cycles == [0]  # between cycles, nothing stays frozen
+    assert gc.get_freeze_count() == 0
+    site.backups()  # reads the catalog as a cycle does: that freezes
+    assert gc.get_freeze_count() > 0
+    gc.unfreeze()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import FrozenInstanceError, fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,19 @@ def through_json(data: Any) -> Any:
 def test_a_backup_record_survives_a_json_round_trip() -> None:
     record = full_record()
     assert record_from_json(through_json(record_to_json(record)), WHERE) == record
+
+
+def test_a_parsed_record_is_built_as_its_constructors_build_it() -> None:
+    """record_from_json fills the frozen dataclasses without their __init__:
+    every field must be there, and nothing else (a field added to a class
+    and not to the parser fails here)."""
+    record = record_from_json(through_json(record_to_json(full_record())), WHERE)
+    for made in (record, *record.sources, *(s.object for s in record.sources if s.object)):
+        assert list(vars(made)) == [f.name for f in fields(made)]
+        assert made == replace(made)  # replace() goes through __init__
+        assert hash(made) == hash(replace(made))
+    with pytest.raises(FrozenInstanceError):
+        record.status = BackupStatus.CORRUPT  # type: ignore[misc]
 
 
 def test_a_record_in_json_uses_the_documented_names_and_utc_times() -> None:
