@@ -24,7 +24,10 @@ taking turns in a rotating order. Before each backup the data set is read
 once (untimed) so that every tool starts from the same warm page cache;
 `sync` runs before every timed step. Wall times are from starting the first
 process to the exit of the last; peak RSS is what GNU time reports for each
-process (summed over the two processes of the `tar | zstd` pipeline).
+process (summed over the two processes of the `tar | zstd` pipeline). GNU
+time reports the largest of a process and the children it waited for, not
+their sum: backupctl's restore runs two small-file worker processes beside
+itself, about 11 MiB each, which the restore figures leave out (add 22 MiB).
 Figures are medians over the rounds. backupctl's backup time includes
 initializing its repository and fsyncing what it writes (restic also
 fsyncs; `zstd -o` does not); restic's repository is initialized untimed.

@@ -212,7 +212,7 @@ def run_transfers(size: str, rounds: int, scratch: Path, keep: bool) -> dict[str
         "tools": [t.name for t in tools],
         "commands": {t.name: t.commands() for t in tools},
         "raw": raw,
-        "summary": summarize(raw, [t.name for t in tools]),
+        "summary": summarize(raw, [t.name for t in tools], size),
     }
 
 
@@ -333,7 +333,7 @@ METRICS = (
 )
 
 
-def summarize(raw: list[dict[str, object]], tools: list[str]) -> dict[str, object]:
+def summarize(raw: list[dict[str, object]], tools: list[str], size: str) -> dict[str, object]:
     medians: dict[str, dict[str, float]] = {}
     for tool in tools:
         rows = [r for r in raw if r["tool"] == tool]
@@ -349,16 +349,20 @@ def summarize(raw: list[dict[str, object]], tools: list[str]) -> dict[str, objec
         ratios[tool] = {
             m: round(ours[m] / medians[tool][m], 3) for m in METRICS if medians[tool][m]
         }
-    return {"medians": medians, "ratios": ratios, "targets": targets(medians, ratios)}
+    return {"medians": medians, "ratios": ratios, "targets": targets(medians, ratios, size)}
 
 
 def targets(
-    medians: dict[str, dict[str, float]], ratios: dict[str, dict[str, float]]
+    medians: dict[str, dict[str, float]], ratios: dict[str, dict[str, float]], size: str
 ) -> list[dict[str, object]]:
-    """The issue's targets, each with the measured value and whether it is met."""
+    """The issue's targets, each with the measured value and whether it is met.
+
+    Times and sizes are targets on the 1.1 GB set; on the 4 GB set only
+    memory is (it must not grow with the data), the ratios are shown as found."""
     found: list[dict[str, object]] = []
-    restic = ratios.get("restic")
-    tar = ratios.get("tar|zstd", {})
+    timed = size != "large"
+    restic = ratios.get("restic") if timed else None
+    tar = ratios.get("tar|zstd", {}) if timed else {}
     ours = medians["backupctl"]
     if restic:
         found.append(_target("backup <= 0.6x restic", restic["backup_seconds"], 0.6))
