@@ -61,7 +61,8 @@ def _prepare(work: Path, backupctl: Backupctl) -> Path:
     """The configuration of a repository holding BACKUPS backups (made once, then reused)."""
     config = work / "noop.yaml"
     marker = work / ".ready"
-    if marker.exists() and marker.read_text() == str(BACKUPS):
+    ready = f"{BACKUPS} backups, catalog with head"  # rebuilt when the layout changes
+    if marker.exists() and marker.read_text() == ready:
         return config
     if work.exists():
         subprocess.run(["rm", "-rf", str(work)], check=True)
@@ -89,7 +90,7 @@ def _prepare(work: Path, backupctl: Backupctl) -> Path:
         env=backupctl.env,
     )
     _add_backups(work / "storage" / "noop")
-    marker.write_text(str(BACKUPS))
+    marker.write_text(ready)
     return config
 
 

@@ -1,8 +1,10 @@
 """Observe: read what a repository holds, without changing anything.
 
-The cost is constant in the number of backups when nothing is amiss: the
-format marker, settings, catalog and lock, plus one listing of the repository
-root. Only an interrupted run or a damaged catalog makes it read manifests.
+The number of objects read is constant in the number of backups when nothing
+is amiss: the format marker, settings, catalog and lock, plus listings of the
+backups folder and the repository root. With ``head_only`` even the bytes
+read are: only the catalog's head (repository.catalog_head). Only an
+interrupted run or a damaged catalog makes it read manifests.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from reconciler.errors import IntegrityError, ObjectNotFoundError
+from reconciler.repository.catalog_head import CatalogHead, ids_digest
 from reconciler.repository.lock import LockHolder, read_lock, stale_reason
 from reconciler.repository.records import AppliedSettings, BackupRecord, BackupStatus, backup_dir
 from reconciler.repository.store import Repository
@@ -53,6 +56,10 @@ class ObservedState:
     cleanup: tuple[CleanupItem, ...]
     drift: tuple[DriftItem, ...]
     lock: LockHolder | None
+    head: CatalogHead | None = None
+    """Set when only the catalog's head was read: then ``backups`` holds just
+    the newest backups, and the head tells about the others (a plan may be
+    made from that alone only where reconcile.head.head_suffices says so)."""
 
     @classmethod
     def empty(cls, location: str) -> ObservedState:
@@ -60,22 +67,51 @@ class ObservedState:
 
 
 def observe(
-    repository: Repository, real_now: datetime, own_lock: str | None = None
+    repository: Repository,
+    real_now: datetime,
+    own_lock: str | None = None,
+    head_only: bool = False,
 ) -> ObservedState:
     """The state of ``repository``. Raises StorageError / IntegrityError when unreadable.
 
     ``own_lock`` is the nonce of the lock this process holds (apply observes
     under its lock): then no other writer can be alive, and what a Running
-    backup left is an interrupted run's, to clean up."""
+    backup left is an interrupted run's, to clean up.
+
+    ``head_only``: read just the catalog's head when it shows nothing amiss
+    (no Running backup, no unfinished prune, the backup folders on the
+    storage exactly those it lists); the result then has ``head`` set."""
     storage = repository.storage
     if not storage.root_exists() or not repository.is_initialized():
         return ObservedState.empty(storage.description)
     settings = repository.read_settings()
-    catalog = repository.read_catalog()
     lock = read_lock(storage)
     writer_alive = (
         lock is not None and lock.nonce != own_lock and stale_reason(lock, real_now) is None
     )
+    if head_only:
+        # The head before the listing, as the catalog before it below: a backup
+        # committed in between shows as a folder the head does not list, and
+        # the whole catalog is read instead.
+        head = repository.read_catalog_head()
+        if (
+            head is not None
+            and head.tail is not None
+            and head.running == 0
+            and head.pending_deletes == 0
+            and ids_digest(repository.backup_ids_on_storage()) == head.ids_sha256
+        ):
+            return ObservedState(
+                location=storage.description,
+                initialized=True,
+                settings=settings,
+                backups=head.tail,
+                cleanup=tuple(_temporary_objects(repository) if not writer_alive else ()),
+                drift=(),
+                lock=lock,
+                head=head,
+            )
+    catalog = repository.read_catalog()
     on_storage = set(repository.backup_ids_on_storage())
     backups: list[BackupRecord] = []
     cleanup: list[CleanupItem] = []
@@ -106,11 +142,7 @@ def observe(
     if not writer_alive:
         for backup_id in sorted(on_storage - known):
             _unlisted(repository, backup_id, backups, cleanup, drift)
-        cleanup.extend(
-            CleanupItem(e.name, "a temporary object left by an interrupted write")
-            for e in storage.list_dir("")
-            if TEMP_MARKER in e.name
-        )
+        cleanup.extend(_temporary_objects(repository))
     return ObservedState(
         location=storage.description,
         initialized=True,
@@ -120,6 +152,14 @@ def observe(
         drift=tuple(drift),
         lock=lock,
     )
+
+
+def _temporary_objects(repository: Repository) -> list[CleanupItem]:
+    return [
+        CleanupItem(e.name, "a temporary object left by an interrupted write")
+        for e in repository.storage.list_dir("")
+        if TEMP_MARKER in e.name
+    ]
 
 
 def _interrupted(

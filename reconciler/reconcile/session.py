@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from reconciler.crypto.keys import PrivateKey
 from reconciler.reconcile.apply import ApplyContext, Outcome, apply_plan
+from reconciler.reconcile.head import head_suffices
 from reconciler.reconcile.migration import MigrationSource
 from reconciler.reconcile.observe import ObservedState, observe
 from reconciler.reconcile.plan import ConfigurationPlan, Desired, plan_configuration
@@ -90,7 +91,15 @@ def plan_with_keys(
     """As make_plan, and also return the previous keys loaded for key.rewrap.
 
     ``own_lock``: the nonce of the repository lock the caller holds, if any."""
-    observed = observe(prepared.repository, now_utc(), own_lock)
+    observed = observe(prepared.repository, now_utc(), own_lock, head_only=True)
+    if observed.head is not None and not head_suffices(
+        observed.head,
+        prepared.config,
+        observed.settings,
+        prepared.previous_location is not None,
+        now,
+    ):
+        observed = observe(prepared.repository, now_utc(), own_lock)
     rewrap = rewrap_inputs(prepared.repository, prepared.config, observed)
     migration = _observe_previous(prepared.previous_location)
     plan = plan_configuration(desired_state(prepared, observed, rewrap, migration), observed, now)

@@ -11,6 +11,13 @@ from typing import Any
 
 from reconciler.errors import IntegrityError, ObjectNotFoundError, StorageError
 from reconciler.failpoints import failpoint
+from reconciler.repository.catalog_head import (
+    MAX_HEAD_BYTES,
+    CatalogHead,
+    head_line,
+    parse_head_line,
+    summarize,
+)
 from reconciler.repository.records import (
     BACKUPS_DIR,
     CATALOG_KEY,
@@ -43,6 +50,10 @@ class Catalog:
     """Why the stored catalog could not be used (it was rebuilt), else None."""
     pending_deletes: tuple[str, ...] = ()
     """Backups a prune took out of the catalog but may not have finished deleting."""
+
+
+HEAD_READ_SIZE = 16 * 1024
+"""A catalog's head is a few hundred bytes, up to some 60 KiB with a long tail."""
 
 
 class Repository:
@@ -124,15 +135,38 @@ class Repository:
     def write_catalog(
         self, backups: tuple[BackupRecord, ...], pending_deletes: tuple[str, ...] = ()
     ) -> None:
-        ordered = sorted(backups, key=lambda b: (b.created_at, b.id))
+        ordered = tuple(sorted(backups, key=lambda b: (b.created_at, b.id)))
         data: dict[str, Any] = {"backups": [record_to_json(b.summary()) for b in ordered]}
         if pending_deletes:
             data["pendingDeletes"] = sorted(pending_deletes)
+        # The head goes first, in the same object: one line a plan can read
+        # alone, never out of step with the records. The whole stays one JSON
+        # object ({"head": ..., "backups": ...}).
+        head = head_line(summarize(ordered, pending_deletes))
         # As write_atomic, with a failpoint while the new catalog is written but
         # not yet in place.
         with self.storage.open_write(CATALOG_KEY) as out:
-            out.write(dumps(data))
+            out.write(head + dumps(data)[1:])
             failpoint("catalog-write")
+
+    def read_catalog_head(self) -> CatalogHead | None:
+        """The catalog's head, reading only its first line; None when there is no
+        catalog, or it has no head (written by an older version) or a damaged one."""
+        where = self._where(CATALOG_KEY)
+        line = b""
+        try:
+            with self.storage.open_read(CATALOG_KEY) as stream:
+                while b"\n" not in line and len(line) < MAX_HEAD_BYTES:
+                    chunk = stream.read(HEAD_READ_SIZE)
+                    if not chunk:
+                        break
+                    line += chunk
+        except ObjectNotFoundError:
+            return None
+        try:
+            return parse_head_line(line.split(b"\n", 1)[0], where)
+        except IntegrityError:
+            return None  # the full read says what is wrong and repairs it
 
     def backup_ids_on_storage(self) -> list[str]:
         return [e.name for e in self.storage.list_dir(BACKUPS_DIR) if e.is_dir]

@@ -5,11 +5,14 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from reconciler.errors import ObjectExistsError, ObjectNotFoundError
 from reconciler.storage.base import Entry, ObjectWriter
 from reconciler.storage.keys import check_key
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 
 class MemoryStorage:
@@ -18,6 +21,8 @@ class MemoryStorage:
         self.objects: dict[str, bytes] = {}
         self.created = False
         self.reads = 0
+        self.bytes_read = 0
+        """Bytes handed out by ``read`` and by the streams of ``open_read``."""
         self.writes = 0
         self.lookups = 0
         """Calls to ``exists``."""
@@ -39,6 +44,11 @@ class MemoryStorage:
         return self.created or bool(self.objects)
 
     def read(self, key: str) -> bytes:
+        data = self._object(key)
+        self.bytes_read += len(data)
+        return data
+
+    def _object(self, key: str) -> bytes:
         check_key(key)
         self.reads += 1
         try:
@@ -48,7 +58,7 @@ class MemoryStorage:
 
     @contextmanager
     def open_read(self, key: str) -> Iterator[BinaryIO]:
-        yield io.BytesIO(self.read(key))
+        yield _CountingReader(self._object(key), self)
 
     def write_atomic(self, key: str, data: bytes) -> None:
         check_key(key)
@@ -95,3 +105,21 @@ class MemoryStorage:
         prefix = key.rstrip("/") + "/"
         for name in [n for n in self.objects if n.startswith(prefix)]:
             del self.objects[name]
+
+
+class _CountingReader(io.BytesIO):
+    """A stream over an object that adds what is read to its storage's ``bytes_read``."""
+
+    def __init__(self, data: bytes, storage: MemoryStorage) -> None:
+        super().__init__(data)
+        self._storage = storage
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        data = super().read(size)
+        self._storage.bytes_read += len(data)
+        return data
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        count = super().readinto(buffer)
+        self._storage.bytes_read += count
+        return count

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.reconcile.actions import PruneBackups
 from reconciler.reconcile.apply import ApplyContext, apply_plan
 from reconciler.reconcile.session import Prepared, make_plan, reconcile
 from reconciler.repository.records import LOCK_KEY, BackupStatus
@@ -53,10 +54,13 @@ class Counts:
     lookups: int
     lists: int
     writes: int
+    bytes_read: int
 
     @classmethod
     def of(cls, storage: MemoryStorage) -> Counts:
-        return cls(storage.reads, storage.lookups, storage.lists, storage.writes)
+        return cls(
+            storage.reads, storage.lookups, storage.lists, storage.writes, storage.bytes_read
+        )
 
     def __sub__(self, other: Counts) -> Counts:
         return Counts(
@@ -64,6 +68,7 @@ class Counts:
             self.lookups - other.lookups,
             self.lists - other.lists,
             self.writes - other.writes,
+            self.bytes_read - other.bytes_read,
         )
 
 
@@ -136,14 +141,42 @@ def test_a_no_op_plan_reads_the_same_few_objects_with_10_and_with_10000_backups(
         plan, observed = make_plan(prepared, NOW)
         used[count] = Counts.of(storage) - before
         assert plan.actions == (), [a.name for a in plan.actions]
-        assert len(observed.backups) == count
+        # Planned from the catalog's head: it counts every backup, carries the newest.
+        assert observed.head is not None and observed.head.count == count
+        assert [b.id for b in observed.backups] == [b.id for b in observed.head.tail or ()]
         assert observed.cleanup == () and observed.drift == ()
 
-    assert used[10] == used[10_000]
     assert used[10_000].writes == 0
-    # format, settings, catalog, lock; one listing of backups/ and one of the root
+    # format, settings, catalog head, lock; one listing of backups/ and one of the root
     assert used[10_000].reads + used[10_000].lookups <= 6
     assert used[10_000].lists <= 2
+    assert (used[10].reads, used[10].lookups, used[10].lists) == (
+        used[10_000].reads,
+        used[10_000].lookups,
+        used[10_000].lists,
+    )
+    # Not even the bytes read grow with the history: the head, not the catalog
+    # (which is 8 MB with 10,000 backups), and the small objects beside it.
+    catalog_bytes = len(storage_of(repositories[10_000]).objects["catalog.json"])
+    assert catalog_bytes > 5_000_000
+    assert used[10].bytes_read < 40_000 and used[10_000].bytes_read < 40_000
+
+
+def test_a_plan_reads_the_whole_catalog_when_the_head_cannot_decide(
+    repositories: dict[int, Prepared],
+) -> None:
+    """Ten years later every backup is old enough to prune: the head says so, and
+    the plan reads the catalog to find which."""
+    prepared = repositories[10_000]
+    storage = storage_of(prepared)
+    before = Counts.of(storage)
+
+    plan, observed = make_plan(prepared, NOW + timedelta(days=3651))
+
+    assert observed.head is None and len(observed.backups) == 10_000
+    prune = plan.action(PruneBackups)
+    assert isinstance(prune, PruneBackups) and len(prune.backups) == 9_999  # minBackups 2, one new
+    assert (Counts.of(storage) - before).bytes_read > 5_000_000
 
 
 def test_a_no_op_apply_plan_writes_and_deletes_nothing(
