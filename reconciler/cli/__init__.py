@@ -1,5 +1,12 @@
 """The ``backupctl`` command line."""
 
-from reconciler.cli.main import main
+
+def main() -> None:
+    # Imported here, not above: importing any module of this package (a test
+    # imports one command) should not import them all.
+    from reconciler.cli.main import main as run
+
+    run()
+
 
 __all__ = ["main"]

@@ -3,38 +3,50 @@
 from __future__ import annotations
 
 import gc
+import importlib
 import sys
 
 import click
 
 from reconciler import __version__
-from reconciler.cli.backups import backups
 from reconciler.cli.common import UserFacingExit, echo_err
-from reconciler.cli.daemon import daemon
-from reconciler.cli.keys import keys
-from reconciler.cli.reconcile import apply, plan
-from reconciler.cli.restore import restore
-from reconciler.cli.unlock import unlock
-from reconciler.cli.validate import validate
-from reconciler.cli.verify import verify
+
+COMMANDS = {
+    "validate": "reconciler.cli.validate",
+    "plan": "reconciler.cli.reconcile",
+    "apply": "reconciler.cli.reconcile",
+    "unlock": "reconciler.cli.unlock",
+    "backups": "reconciler.cli.backups",
+    "restore": "reconciler.cli.restore",
+    "keys": "reconciler.cli.keys",
+    "verify": "reconciler.cli.verify",
+    "daemon": "reconciler.cli.daemon",
+}
+"""Each command and the module that defines it (as a function of the same name)."""
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """Imports a command's module only when that command runs (or help lists it):
+    a command does not pay for importing every other one (the daemon's
+    metrics, the key tools, the restore and verify code) at every start."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMANDS.get(cmd_name)
+        if module is None:
+            return None
+        command = getattr(importlib.import_module(module), cmd_name.replace("-", "_"))
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.version_option(__version__, prog_name="backupctl")
 def cli(debug: bool) -> None:
     """Declarative reconciler for encrypted infrastructure backups."""
-
-
-cli.add_command(validate)
-cli.add_command(plan)
-cli.add_command(apply)
-cli.add_command(unlock)
-cli.add_command(backups)
-cli.add_command(restore)
-cli.add_command(keys)
-cli.add_command(verify)
-cli.add_command(daemon)
 
 
 def main() -> None:

@@ -17,7 +17,8 @@ DEPLOY = Path(__file__).resolve().parents[2] / "examples" / "deploy"
 
 
 def options_of(command: str) -> set[str]:
-    found = cli.commands[command]
+    found = cli.get_command(click.Context(cli), command)
+    assert found is not None, f"no command {command}"
     return {o for p in found.params if isinstance(p, click.Option) for o in p.opts}
 
 
