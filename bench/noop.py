@@ -157,7 +157,7 @@ def print_result(result: dict[str, object]) -> None:
     print(f"\nno-op plan with {result['backups']:,} backups (local storage):")
     print(
         f"  backupctl plan command: median {result['command_median_seconds']:.3f} s"
-        f" (interpreter start and imports alone: {result['startup_seconds']:.3f} s)"
+        f" (backupctl --version: {result['startup_seconds']:.3f} s)"
     )
     print(f"  observe + plan in process: median {result['in_process_median_seconds']:.4f} s")
 
