@@ -125,7 +125,8 @@ def _add_backups(root: Path) -> None:
 
 def _in_process(config: Path) -> list[float]:
     """Observe and plan in this process (no interpreter start, modules loaded)."""
-    from reconciler.reconcile.session import make_plan, prepare
+    from reconciler.reconcile.prepared import prepare
+    from reconciler.reconcile.session import make_plan
     from reconciler.spec import load_configurations
     from reconciler.timeutil import parse_time
 

@@ -11,7 +11,7 @@ import click
 
 from reconciler.cli.common import config_option, handle_errors, load, pick_one
 from reconciler.errors import BackupctlError, ObjectNotFoundError
-from reconciler.reconcile.session import prepare
+from reconciler.reconcile.prepared import prepare
 from reconciler.repository.records import BackupRecord
 from reconciler.repository.store import Repository
 from reconciler.spec.model import BackupConfiguration

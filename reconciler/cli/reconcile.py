@@ -25,6 +25,7 @@ from reconciler.errors import BackupctlError, ConfigError, PlanError
 from reconciler.reconcile.apply import Outcome, OutcomeStatus
 from reconciler.reconcile.observe import ObservedState
 from reconciler.reconcile.plan import ConfigurationPlan
+from reconciler.reconcile.prepared import Prepared, prepare
 from reconciler.reconcile.render import render_json, render_markdown, render_text
 from reconciler.reconcile.savedplan import (
     SavedInputs,
@@ -32,7 +33,7 @@ from reconciler.reconcile.savedplan import (
     stale_reason,
     write_plan_file,
 )
-from reconciler.reconcile.session import Prepared, make_plan, prepare, reconcile
+from reconciler.reconcile.session import make_plan, reconcile
 from reconciler.spec.model import BackupConfiguration
 from reconciler.timeutil import now_utc
 

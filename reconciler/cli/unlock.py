@@ -14,7 +14,7 @@ from reconciler.cli.common import (
     load,
     pick_one,
 )
-from reconciler.reconcile.session import prepare
+from reconciler.reconcile.prepared import prepare
 from reconciler.repository.lock import read_lock
 from reconciler.repository.records import LOCK_KEY
 

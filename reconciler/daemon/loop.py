@@ -32,7 +32,8 @@ from reconciler.daemon.metrics import DaemonMetrics, ReconcileResult
 from reconciler.errors import BackupctlError, ConfigError, LockedError, StorageError
 from reconciler.reconcile.apply import Outcome, OutcomeStatus
 from reconciler.reconcile.plan import ConfigurationPlan
-from reconciler.reconcile.session import Prepared, prepare, reconcile
+from reconciler.reconcile.prepared import Prepared, prepare
+from reconciler.reconcile.session import reconcile
 from reconciler.repository.records import BackupRecord
 from reconciler.spec import load_configurations
 from reconciler.spec.model import BackupConfiguration

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -13,38 +13,16 @@ from reconciler.reconcile.head import head_suffices
 from reconciler.reconcile.migration import MigrationSource
 from reconciler.reconcile.observe import ObservedState, observe
 from reconciler.reconcile.plan import ConfigurationPlan, Desired, plan_configuration
+from reconciler.reconcile.prepared import Prepared
 from reconciler.reconcile.rewrap_inputs import RewrapInputs, rewrap_inputs
 from reconciler.repository.credentials import matches
 from reconciler.repository.fenced import FencedStorage
 from reconciler.repository.lock import DEFAULT_TTL, RepositoryLock
 from reconciler.repository.store import Repository
-from reconciler.spec.model import BackupConfiguration
-from reconciler.storage.factory import Credentials, location_credentials, open_storage
 from reconciler.timeutil import now_utc
 
 if TYPE_CHECKING:
     from reconciler.backup.engine import SourceEvent
-
-
-@dataclass(frozen=True)
-class Prepared:
-    config: BackupConfiguration
-    repository: Repository
-    credentials: Credentials | None
-    previous_location: Repository | None = None
-    """spec.migration.from, opened read-only in spirit: nothing writes to it."""
-
-
-def prepare(config: BackupConfiguration) -> Prepared:
-    """Resolve the storage credentials and open the storage (no I/O yet).
-
-    Raises ConfigError (secrets) or StorageError (backend)."""
-    credentials = location_credentials(config.storage)
-    storage = open_storage(config.storage, config.name)
-    previous = None
-    if config.migration_from is not None:
-        previous = Repository(open_storage(config.migration_from, config.name), config.name)
-    return Prepared(config, Repository(storage, config.name), credentials, previous)
 
 
 def desired_state(

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from reconciler.crypto.stream import HEADER_BYTES
-from reconciler.reconcile.session import prepare
+from reconciler.reconcile.prepared import prepare
 from reconciler.repository.lock import RepositoryLock
 from reconciler.spec import load_configurations
 from tests.e2e.conftest import Result, Runner, Workspace, assert_one_clear_error

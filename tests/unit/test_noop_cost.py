@@ -18,7 +18,8 @@ import pytest
 
 from reconciler.reconcile.actions import PruneBackups
 from reconciler.reconcile.apply import ApplyContext, apply_plan
-from reconciler.reconcile.session import Prepared, make_plan, reconcile
+from reconciler.reconcile.prepared import Prepared
+from reconciler.reconcile.session import make_plan, reconcile
 from reconciler.repository.records import LOCK_KEY, BackupStatus
 from reconciler.repository.store import Repository
 from reconciler.spec import load_configurations

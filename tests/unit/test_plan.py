@@ -28,10 +28,11 @@ from reconciler.reconcile.actions import (
 )
 from reconciler.reconcile.observe import CleanupItem, DriftItem, ObservedState
 from reconciler.reconcile.plan import ConfigurationPlan, Desired, plan_configuration
+from reconciler.reconcile.prepared import Prepared
 from reconciler.reconcile.render import render_json, render_markdown, render_text
 from reconciler.reconcile.retention import Prunable
 from reconciler.reconcile.rewrap import RewrapItem, StayingItem
-from reconciler.reconcile.session import Prepared, desired_state
+from reconciler.reconcile.session import desired_state
 from reconciler.reconcile.verification import Verifiable
 from reconciler.repository.credentials import fingerprint
 from reconciler.repository.records import (
