@@ -212,6 +212,13 @@ PROFILES = """\
   creating files, the kernel), the 600 MB log 0.95 s (decompression, one
   core). Before the worker processes, four writer threads took 2.3 s for the
   small files: each waited for the interpreter lock after every system call.
+  The restore target sits at the edge of this machine's noise: the three
+  full runs of 2026-11-25 since the worker processes gave 0.57x, 0.62x and
+  0.61x restic (single rounds from 0.49x to 0.67x). What would move it clearly below is
+  decompressing on both cores: the log's 600 MB decompress on one (0.8 s),
+  because a backup is one zstd frame. Backups written as independent frames
+  of a few MiB, decompressed two at a time, would keep the format readable
+  by this version (it reads across frames) but are not done yet.
 - **No-op plan**: the interpreter start and the imports `plan` needs take
   about 0.3 s (cryptography's x509 for the certificate, click, PyYAML and
   backupctl's own modules, whose frozen dataclasses cost about a millisecond
