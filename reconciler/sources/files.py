@@ -44,9 +44,10 @@ import os
 import pwd
 import re
 import stat
+import struct
 import tarfile
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -318,6 +319,14 @@ def _group_name(gid: int) -> str:
         return grp.getgrgid(gid).gr_name
     except KeyError:
         return ""
+
+
+def _pax_ns(value: bytes) -> int | None:
+    """``_parse_ns`` of a PAX record's value, the form write_tree writes first."""
+    seconds, dot, fraction = value.partition(b".")
+    if dot and seconds.isdigit() and fraction.isdigit() and len(fraction) <= 9:
+        return int(seconds) * _NS_PER_SECOND + int(fraction.ljust(9, b"0"))
+    return _parse_ns(value.decode("ascii", "replace"))
 
 
 def _parse_ns(text: str) -> int | None:
@@ -857,28 +866,47 @@ class _ArchiveReader:
         )
 
 
+_HEADER_FIELDS = struct.Struct("100s8s8s8s12s12s8s1s100s6s")
+"""name, mode, uid, gid, size, mtime, checksum, type, linkname, magic"""
+
+
 def _parse_header(block: bytes) -> _Member:
-    """A member from one ustar header block. Raises ValueError saying what is wrong."""
-    stored = _number(block[148:156])
-    unsigned = sum(block) - sum(block[148:156]) + 256
+    """A member from one ustar header block. Raises ValueError saying what is wrong.
+
+    Parsed for every entry of every restore: one struct call, and octal fields
+    read in place (``_number`` only for what is not plain octal)."""
+    name, mode, uid, gid, size, mtime, checksum, kind, linkname, magic = _HEADER_FIELDS.unpack_from(
+        block
+    )
+    stored = _octal(checksum)
+    unsigned = sum(block) - sum(checksum) + 256
     if stored != unsigned and stored != _signed_checksum(block):
         raise ValueError("bad checksum")
-    name = block[0:100].split(b"\0", 1)[0]
-    if block[257:263] == tarfile.POSIX_MAGIC[:6]:
+    name = name.split(b"\0", 1)[0]
+    if magic == tarfile.POSIX_MAGIC[:6]:
         prefix = block[345:500].split(b"\0", 1)[0]
         if prefix:
             name = prefix + b"/" + name
-    mtime = _number(block[136:148])
     return _Member(
-        name=name,
-        kind=block[156:157],
-        mode=_number(block[100:108]),
-        uid=_number(block[108:116]),
-        gid=_number(block[116:124]),
-        size=_number(block[124:136]),
-        mtime_ns=mtime * _NS_PER_SECOND,
-        linkname=block[157:257].split(b"\0", 1)[0],
+        name,
+        kind,
+        _octal(mode),
+        _octal(uid),
+        _octal(gid),
+        _octal(size),
+        _octal(mtime) * _NS_PER_SECOND,
+        linkname.split(b"\0", 1)[0],
     )
+
+
+def _octal(field: bytes) -> int:
+    """``_number(field)``, the plain octal case (NUL or space ended) first."""
+    if field[0] < 0o200:
+        try:
+            return int(field.split(b"\0", 1)[0], 8)  # int() strips spaces itself
+        except ValueError:
+            pass  # empty, or not octal: _number says which
+    return _number(field)
 
 
 def _signed_checksum(block: bytes) -> int:
@@ -935,6 +963,13 @@ def _parse_pax(data: bytes) -> dict[bytes, bytes]:
 
 def _apply_pax(member: _Member, pax: dict[bytes, bytes]) -> None:
     """Apply PAX records to ``member``. Raises ValueError naming a malformed field."""
+    if len(pax) == 1 and (mtime := pax.get(b"mtime")) is not None:
+        # What write_tree writes for most entries: the exact mtime alone.
+        ns = _pax_ns(mtime)
+        if ns is None:
+            raise ValueError("mtime")
+        member.mtime_ns = ns
+        return
     if (path := pax.get(b"path")) is not None:
         member.name = path
     if (linkpath := pax.get(b"linkpath")) is not None:
@@ -945,7 +980,7 @@ def _apply_pax(member: _Member, pax: dict[bytes, bytes]) -> None:
                 raise ValueError(keyword.decode())
             setattr(member, keyword.decode(), int(value))
     if (mtime := pax.get(b"mtime")) is not None:
-        ns = _parse_ns(mtime.decode("ascii", "replace"))
+        ns = _pax_ns(mtime)
         if ns is None:
             raise ValueError("mtime")
         member.mtime_ns = ns
@@ -1117,7 +1152,7 @@ class _Restorer:
         queued meanwhile are created by worker processes)."""
         self._parent(parts)
         path = self._path(parts)
-        end = replace(self._file_end(member), plain=False)
+        end = self._file_end(member)._replace(plain=False)
         fd = _create(path, end)
         try:
             for chunk in chunks:

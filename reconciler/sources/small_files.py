@@ -21,8 +21,8 @@ import fcntl
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from reconciler.errors import RestoreError
 from reconciler.sources._small_file_worker import CHOWN, PLAIN, RECORD, write_file
@@ -36,9 +36,9 @@ PIPE_BYTES = 1024 * 1024
 WORKER = Path(__file__).with_name("_small_file_worker.py")
 
 
-@dataclass(frozen=True)
-class FileEnd:
-    """What a restored file gets besides its data."""
+class FileEnd(NamedTuple):
+    """What a restored file gets besides its data (a named tuple: one is made
+    per file, and a restore can hold hundreds of thousands)."""
 
     mode: int
     plain: bool
