@@ -12,9 +12,9 @@ Both directions keep every core busy:
   four), which take input in 8 MiB jobs while the source keeps reading;
   encryption, hashing and writing run on the calling thread between source
   reads. These C calls release the GIL.
-* Restore: a reader thread reads, hashes, decrypts and decompresses ahead of
-  the consumer, handing it plaintext through a bounded queue, while the
-  consumer parses and writes files.
+* Restore: three threads read and hash, verify and decrypt, and decompress,
+  each ahead of the next, handing the consumer plaintext through bounded
+  queues while it parses and writes files.
 
 Progress: both take an optional ``on_bytes`` callback, called with the number
 of stored (encrypted) bytes each time some are written or read.
@@ -50,7 +50,9 @@ READ_SIZE = 4 * CHUNK_SIZE
 """Plaintext handed from the restore reader thread to its consumer at a time:
 large, since every hand-over between threads costs a wake-up and the GIL."""
 READ_AHEAD_CHUNKS = 8
-"""Plaintext chunks (of at most READ_SIZE) the restore reader thread may hold."""
+"""Chunks (of at most READ_SIZE) each restore thread may hold for the next."""
+STORED_AHEAD_CHUNKS = 2
+"""Chunks of stored bytes read and hashed ahead of decryption."""
 SWITCH_INTERVAL = 0.0005
 """The GIL switch interval while a pipeline thread runs (Python's default is 5 ms).
 
@@ -271,10 +273,15 @@ class _Relay(io.RawIOBase):
     An exception in ``produce`` is raised by the consumer's next ``read``;
     ``read`` returns b"" once ``produce`` returned."""
 
-    def __init__(self, name: str, produce: Callable[[Callable[[bytes], bool]], None]) -> None:
+    def __init__(
+        self,
+        name: str,
+        produce: Callable[[Callable[[bytes], bool]], None],
+        depth: int = READ_AHEAD_CHUNKS,
+    ) -> None:
         super().__init__()
         self._produce = produce
-        self._queue: queue.Queue[object] = queue.Queue(READ_AHEAD_CHUNKS)
+        self._queue: queue.Queue[object] = queue.Queue(depth)
         self._chunk = b""
         self._pos = 0
         self._done = False
@@ -363,11 +370,12 @@ class _Relay(io.RawIOBase):
 
 
 class _ReadAhead:
-    """The plaintext of an object, made ahead of the consumer by two threads.
+    """The plaintext of an object, made ahead of the consumer by three threads.
 
-    One reads, hashes, verifies and decrypts frames; the other decompresses
-    them. Decompression is the larger half of the work, so splitting it from
-    the rest lets a restore use two cores besides the thread writing files.
+    One reads and hashes the stored bytes, one verifies and decrypts frames,
+    one decompresses them. Each is about a third of the work (SHA-256 costs
+    more than AES-GCM here), so together they keep a second core busy beside
+    the thread writing files.
 
     Once ``read`` returns b"" everything was verified (every frame, the final
     flag, and no data after it) except the manifest's size and SHA-256, which
@@ -375,20 +383,27 @@ class _ReadAhead:
 
     def __init__(self, source: _MeasuringSource, data_key: bytes, key: str) -> None:
         self._key = key
-        decrypting = DecryptingReader(source, data_key, key)
+
+        def read(put: Callable[[bytes], bool]) -> None:
+            while chunk := source.read(READ_SIZE):
+                if not put(chunk):
+                    return
+
+        # Stored bytes are cheap to read again from the page cache: a short queue.
+        self._stored = _Relay(f"read {key}", read, depth=STORED_AHEAD_CHUNKS)
+        decrypting = DecryptingReader(self._stored, data_key, key)
 
         def decrypt(put: Callable[[bytes], bool]) -> None:
             while frame := decrypting.read_frame():
                 if not put(frame):
                     return
-            while source.read(CHUNK_SIZE):
-                pass  # bytes after the final frame: DecryptingReader reported them
+            self._stored.read_to_end()  # bytes after the final frame: DecryptingReader said so
 
-        self._frames = _Relay(f"decrypt {key}", decrypt)
         try:
+            self._frames = _Relay(f"decrypt {key}", decrypt)
             self._plain = _Relay(f"decompress {key}", self._decompress)
         except BaseException:
-            self._frames.stop()
+            self.stop()
             raise
 
     def _decompress(self, put: Callable[[bytes], bool]) -> None:
@@ -418,10 +433,12 @@ class _ReadAhead:
         self._plain.read_to_end()
 
     def stop(self) -> None:
-        """Stop both threads and wait for them. The decompressing thread first:
-        it may be waiting for a frame, which the other thread still delivers."""
-        self._plain.stop()
-        self._frames.stop()
+        """Stop the threads and wait for them, the last stage first: each may be
+        waiting for the stage before it, which still delivers."""
+        for stage in ("_plain", "_frames", "_stored"):
+            relay: _Relay | None = getattr(self, stage, None)
+            if relay is not None:
+                relay.stop()
 
 
 def check_stored_object(storage: Storage, key: str, expected: StoredObject) -> str | None:
