@@ -212,13 +212,17 @@ PROFILES = """\
   creating files, the kernel), the 600 MB log 0.95 s (decompression, one
   core). Before the worker processes, four writer threads took 2.3 s for the
   small files: each waited for the interpreter lock after every system call.
-  The restore target sits at the edge of this machine's noise: the three
-  full runs of 2026-11-25 since the worker processes gave 0.57x, 0.62x and
-  0.61x restic (single rounds from 0.49x to 0.67x). What would move it clearly below is
-  decompressing on both cores: the log's 600 MB decompress on one (0.8 s),
-  because a backup is one zstd frame. Backups written as independent frames
-  of a few MiB, decompressed two at a time, would keep the format readable
-  by this version (it reads across frames) but are not done yet.
+  Since then the stored bytes are hashed on a thread of their own and the
+  tar parser is cheaper. The restore target still sits near this machine's
+  noise: full runs of 2026-11-25 gave 0.57x, 0.62x and 0.61x restic with
+  the worker processes, and 0.57x with those two changes (single rounds
+  from 0.49x to 0.67x; a tool restoring right after the others' restores is
+  slower). What would move it clearly below is decompressing on both cores:
+  the log's 600 MB decompress on one (0.8 s), because a backup is one zstd
+  frame. Ending a frame every few MiB would allow that, but it stalls zstd's
+  compression threads at every frame end: compressing the 600 MB log with a
+  frame every 4-16 MiB took 2.2-3.8 s against 1.9 s, which the backup target
+  cannot spare.
 - **No-op plan**: the interpreter start and the imports `plan` needs take
   about 0.3 s (cryptography's x509 for the certificate, click, PyYAML and
   backupctl's own modules, whose frozen dataclasses cost about a millisecond
