@@ -56,7 +56,10 @@ def test_a_failed_background_flush_fails_the_write_and_leaves_nothing(
 ) -> None:
     monkeypatch.setattr(local, "SYNC_BYTES", 64 * 1024)
 
+    flushed = threading.Event()
+
     def broken(fd: int) -> None:
+        flushed.set()
         raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(os, "fdatasync", broken)
@@ -67,6 +70,9 @@ def test_a_failed_background_flush_fails_the_write_and_leaves_nothing(
     ):
         for _ in range(20):
             out.write(os.urandom(10_000))
+        # On a busy machine the flush thread may not have run yet; the final
+        # fsync would then cover the data and there would be nothing to report.
+        flushed.wait(timeout=10)
 
     assert list((tmp_path / "repo" / "backups" / "b1").iterdir()) == []
     assert not [t for t in threading.enumerate() if t.name == "fdatasync"]
