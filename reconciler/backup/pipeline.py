@@ -47,8 +47,8 @@ if TYPE_CHECKING:
 COMPRESSION_LEVEL = 3
 MAX_COMPRESSION_THREADS = 4
 READ_SIZE = 4 * CHUNK_SIZE
-"""Plaintext handed from the restore reader thread to its consumer at a time:
-large, since every hand-over between threads costs a wake-up and the GIL."""
+"""What a restore thread hands to the next at a time: large, since every
+hand-over between threads costs a wake-up and the GIL."""
 READ_AHEAD_CHUNKS = 8
 """Chunks (of at most READ_SIZE) each restore thread may hold for the next."""
 STORED_AHEAD_CHUNKS = 2

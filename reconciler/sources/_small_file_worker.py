@@ -26,6 +26,28 @@ CHOWN = 2
 CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
+def create_file(path: bytes, mode: int, plain: bool) -> int:
+    """Open a new file for writing (never an existing one, never through a link).
+
+    ``plain``: the mode can be given now; otherwise the file is private until
+    ``finish_file`` sets it. Raises OSError."""
+    return os.open(path, CREATE_FLAGS, mode if plain else 0o600)
+
+
+def finish_file(
+    fd: int, mtime_ns: int, mode: int, owner: tuple[int, int] | None, plain: bool
+) -> None:
+    """Give a written file its owner (best effort), mode and mtime. Raises OSError."""
+    if owner is not None:
+        # Owner before mode: chown clears set-ID bits. An owner the system
+        # refuses is skipped (e.g. an id unknown to a user namespace).
+        with contextlib.suppress(OSError):
+            os.chown(fd, *owner)
+    if not plain:
+        os.fchmod(fd, mode)
+    os.utime(fd, ns=(mtime_ns, mtime_ns))
+
+
 def write_file(
     path: bytes,
     data: memoryview,
@@ -37,21 +59,14 @@ def write_file(
     """Create ``path`` holding ``data``. Raises OSError with ``.filename`` set to
     "create" or "write" (which step failed)."""
     try:
-        fd = os.open(path, CREATE_FLAGS, mode if plain else 0o600)
+        fd = create_file(path, mode, plain)
     except OSError as exc:
         exc.filename = "create"
         raise
     try:
         while data:
             data = data[os.write(fd, data) :]
-        if owner is not None:
-            # Owner before mode: chown clears set-ID bits. An owner the system
-            # refuses is skipped, as in the restoring process.
-            with contextlib.suppress(OSError):
-                os.chown(fd, *owner)
-        if not plain:
-            os.fchmod(fd, mode)
-        os.utime(fd, ns=(mtime_ns, mtime_ns))
+        finish_file(fd, mtime_ns, mode, owner, plain)
     except OSError as exc:
         exc.filename = "write"
         raise

@@ -52,6 +52,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from reconciler.errors import IntegrityError, RestoreError, SourceError
+from reconciler.sources._small_file_worker import create_file, finish_file
 from reconciler.sources.small_files import FileEnd, SmallFileWriters
 from reconciler.sources.stats import CHUNK_SIZE, ByteSink, ByteSource, SourceStats
 
@@ -1157,7 +1158,7 @@ class _Restorer:
         try:
             for chunk in chunks:
                 _write_all(fd, chunk)
-            _finish_file(fd, end)
+            finish_file(fd, end.mtime_ns, end.mode, end.owner, end.plain)
         except OSError as exc:
             raise RestoreError(
                 f"the file {os.fsdecode(path)} cannot be written ({exc.strerror})"
@@ -1265,28 +1266,16 @@ def _write_all(fd: int, data: memoryview) -> None:
         data = data[written:]
 
 
-_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
 def _create(path: bytes, end: FileEnd) -> int:
     """Open a new file for writing; raises ``RestoreError`` naming it."""
     try:
-        return os.open(path, _CREATE_FLAGS, end.mode if end.plain else 0o600)
+        return create_file(path, end.mode, end.plain)
     except FileExistsError:
         raise RestoreError(f"the restore target already holds {os.fsdecode(path)}") from None
     except OSError as exc:
         raise RestoreError(
             f"the file {os.fsdecode(path)} cannot be created ({exc.strerror})"
         ) from exc
-
-
-def _finish_file(fd: int, end: FileEnd) -> None:
-    if end.owner is not None:
-        # Owner before mode: chown clears the setuid and setgid bits.
-        _chown_best_effort(fd, *end.owner)
-    if not end.plain:
-        os.fchmod(fd, end.mode)
-    os.utime(fd, ns=(end.mtime_ns, end.mtime_ns))
 
 
 def _umask() -> int:

@@ -74,6 +74,13 @@ def write_here(path: bytes, data: memoryview, end: FileEnd) -> None:
         raise failure(path, str(exc.filename), exc.errno or 0) from None
 
 
+def _record(path: bytes, data: memoryview, end: FileEnd) -> tuple[bytes, bytes, memoryview]:
+    """What a worker reads for one file (see _small_file_worker)."""
+    flags = (PLAIN if end.plain else 0) | (CHOWN if end.owner is not None else 0)
+    uid, gid = end.owner or (-1, -1)
+    return RECORD.pack(len(path), len(data), end.mtime_ns, end.mode, uid, gid, flags), path, data
+
+
 class _Worker:
     def __init__(self) -> None:
         self.process = subprocess.Popen(
@@ -146,33 +153,16 @@ class SmallFileWriters:
         self._count = workers or worker_count()
         self._workers: list[_Worker] = []
         self._next = 0
-        self._batch: list[bytes | memoryview] = []
-        self._batch_files = 0
+        self._batch: list[tuple[bytes, memoryview, FileEnd]] = []
         self._batch_bytes = 0
-        self._pending: list[tuple[bytes, memoryview, FileEnd]] = []
         self._error: RestoreError | None = None
 
     def submit(self, path: bytes, data: memoryview, end: FileEnd) -> None:
         if self._error is not None:
             raise self._error
-        if not self._workers:
-            # Kept until a batch is full: a restore of a few files starts no worker.
-            self._pending.append((path, data, end))
-            self._batch_files += 1
-            self._batch_bytes += len(data)
-            if self._batch_files >= BATCH_FILES or self._batch_bytes >= BATCH_BYTES:
-                self._start()
-            return
-        self._add(path, data, end)
-
-    def _add(self, path: bytes, data: memoryview, end: FileEnd) -> None:
-        flags = (PLAIN if end.plain else 0) | (CHOWN if end.owner is not None else 0)
-        uid, gid = end.owner or (-1, -1)
-        header = RECORD.pack(len(path), len(data), end.mtime_ns, end.mode, uid, gid, flags)
-        self._batch += (header, path, data)
-        self._batch_files += 1
+        self._batch.append((path, data, end))
         self._batch_bytes += len(data)
-        if self._batch_files >= BATCH_FILES or self._batch_bytes >= BATCH_BYTES:
+        if len(self._batch) >= BATCH_FILES or self._batch_bytes >= BATCH_BYTES:
             self._flush()
 
     def _start(self) -> None:
@@ -185,14 +175,14 @@ class SmallFileWriters:
             raise RestoreError(
                 f"cannot start the processes that create restored files ({exc.strerror})"
             ) from None
-        pending, self._pending = self._pending, []
-        self._batch_files = self._batch_bytes = 0
-        for path, data, end in pending:
-            self._add(path, data, end)
 
     def _flush(self) -> None:
-        payload = b"".join(self._batch)
-        self._batch, self._batch_files, self._batch_bytes = [], 0, 0
+        # The first full batch starts the workers: a restore of a few files
+        # never does (``close`` writes them here).
+        if not self._workers:
+            self._start()
+        payload = b"".join(part for job in self._batch for part in _record(*job))
+        self._batch, self._batch_bytes = [], 0
         worker = self._workers[self._next]
         self._next = (self._next + 1) % len(self._workers)
         sent = worker.send(payload)
@@ -216,15 +206,16 @@ class SmallFileWriters:
         if not report:
             for worker in self._workers:
                 worker.kill()
-            self._workers, self._pending, self._batch = [], [], []
+            self._workers, self._batch = [], []
             return
         if self._error is not None:
             self.close(report=False)
             raise self._error
-        for path, data, end in self._pending:
-            write_here(path, data, end)
-        self._pending = []
-        if self._batch:
+        if not self._workers:
+            for job in self._batch:
+                write_here(*job)
+            self._batch = []
+        elif self._batch:
             self._flush()
         errors = [worker.finish() for worker in self._workers]
         self._workers = []
