@@ -1,9 +1,14 @@
-"""The actions a plan is made of: frozen values that say what apply will do and why."""
+"""The actions a plan is made of: frozen values that say what apply will do and why.
+
+Each action declares everything about its kind in one place: its name, its
+mark in the text plan, the earlier actions it depends on, its JSON fields and
+the lines printed under it. Adding an action is adding a class here (and its
+executor in apply.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeAlias
 
 from reconciler.reconcile.observe import CleanupItem, DriftItem
 from reconciler.reconcile.retention import Prunable
@@ -16,6 +21,27 @@ Scalar = str | int | bool | None
 
 
 @dataclass(frozen=True)
+class PlanAction:
+    """What every action declares, so that rendering and apply need no table of kinds."""
+
+    name: ClassVar[str]
+    symbol: ClassVar[str]
+    """Its mark in the text plan: + creates, - deletes, ~ changes, ? checks."""
+    depends_on: ClassVar[tuple[str, ...]] = ()
+    """Earlier actions it cannot do without: when one of them failed, apply skips
+    it (a failed repository.init skips every later action regardless)."""
+    reason: str
+
+    def details(self) -> dict[str, Any]:
+        """Its fields in the JSON plan (schemas/plan.schema.json) beside action and reason."""
+        return {}
+
+    def detail_lines(self) -> tuple[str, ...]:
+        """The lines the text and Markdown plans print under it."""
+        return ()
+
+
+@dataclass(frozen=True)
 class SettingChange:
     field: str
     old: Scalar
@@ -23,21 +49,19 @@ class SettingChange:
 
 
 @dataclass(frozen=True)
-class InitRepository:
+class InitRepository(PlanAction):
     name: ClassVar[str] = "repository.init"
-    reason: str
+    symbol: ClassVar[str] = "+"
     last_trigger: str = ""
     """The trigger already applied at a previous location being migrated from,
     so that relocating does not request an on-demand backup again."""
 
-    def details(self) -> dict[str, Any]:
-        return {}
-
 
 @dataclass(frozen=True)
-class MigrateBackups:
+class MigrateBackups(PlanAction):
     name: ClassVar[str] = "backups.migrate"
-    reason: str
+    symbol: ClassVar[str] = "+"
+    depends_on: ClassVar[tuple[str, ...]] = ("repository.init",)
     source: str
     """The previous location (a description, never a secret)."""
     backups: tuple[BackupRecord, ...]
@@ -53,30 +77,39 @@ class MigrateBackups:
             "skipped": [{"id": b.id, "reason": why} for b, why in self.skipped],
         }
 
+    def detail_lines(self) -> tuple[str, ...]:
+        return (
+            *(
+                f"{b.id}  {b.status}, created {format_time(b.created_at)}: copy"
+                for b in self.backups
+            ),
+            *(f"{b.id}: not copied, {why}" for b, why in self.skipped),
+        )
+
 
 @dataclass(frozen=True)
-class UpdateSettings:
+class UpdateSettings(PlanAction):
     name: ClassVar[str] = "settings.update"
-    reason: str
+    symbol: ClassVar[str] = "~"
     changes: tuple[SettingChange, ...]
 
     def details(self) -> dict[str, Any]:
         return {"changes": [{"field": c.field, "old": c.old, "new": c.new} for c in self.changes]}
 
+    def detail_lines(self) -> tuple[str, ...]:
+        return tuple(f"{c.field}: {_show(c.old)} -> {_show(c.new)}" for c in self.changes)
+
 
 @dataclass(frozen=True)
-class RotateCredentials:
+class RotateCredentials(PlanAction):
     name: ClassVar[str] = "credentials.rotate"
-    reason: str
-
-    def details(self) -> dict[str, Any]:
-        return {}
+    symbol: ClassVar[str] = "~"
 
 
 @dataclass(frozen=True)
-class RotateKey:
+class RotateKey(PlanAction):
     name: ClassVar[str] = "key.rotate"
-    reason: str
+    symbol: ClassVar[str] = "~"
     from_thumbprint: str
     to_thumbprint: str
     backups_on_old_key: int
@@ -88,21 +121,30 @@ class RotateKey:
             "backupsOnOldKey": self.backups_on_old_key,
         }
 
+    def detail_lines(self) -> tuple[str, ...]:
+        return (
+            f"key: {self.from_thumbprint} -> {self.to_thumbprint}",
+            f"{self.backups_on_old_key} existing backups stay on their keys",
+        )
+
 
 @dataclass(frozen=True)
-class CleanupStaging:
+class CleanupStaging(PlanAction):
     name: ClassVar[str] = "staging.cleanup"
-    reason: str
+    symbol: ClassVar[str] = "-"
     items: tuple[CleanupItem, ...]
 
     def details(self) -> dict[str, Any]:
         return {"items": [{"path": i.path, "reason": i.reason} for i in self.items]}
 
+    def detail_lines(self) -> tuple[str, ...]:
+        return tuple(f"{i.path}: {i.reason}" for i in self.items)
+
 
 @dataclass(frozen=True)
-class RepairCatalog:
+class RepairCatalog(PlanAction):
     name: ClassVar[str] = "catalog.repair"
-    reason: str
+    symbol: ClassVar[str] = "~"
     items: tuple[DriftItem, ...]
 
     def details(self) -> dict[str, Any]:
@@ -116,11 +158,15 @@ class RepairCatalog:
             ]
         }
 
+    def detail_lines(self) -> tuple[str, ...]:
+        return tuple(i.reason for i in self.items)
+
 
 @dataclass(frozen=True)
-class RunBackup:
+class RunBackup(PlanAction):
     name: ClassVar[str] = "backup.run"
-    reason: str
+    symbol: ClassVar[str] = "+"
+    depends_on: ClassVar[tuple[str, ...]] = ("repository.init", "key.rotate", "staging.cleanup")
     trigger: str
 
     def details(self) -> dict[str, Any]:
@@ -128,9 +174,14 @@ class RunBackup:
 
 
 @dataclass(frozen=True)
-class PruneBackups:
+class PruneBackups(PlanAction):
     name: ClassVar[str] = "backup.prune"
-    reason: str
+    symbol: ClassVar[str] = "-"
+    depends_on: ClassVar[tuple[str, ...]] = (
+        "repository.init",
+        "staging.cleanup",
+        "catalog.repair",
+    )
     backups: tuple[Prunable, ...]
 
     def details(self) -> dict[str, Any]:
@@ -147,11 +198,18 @@ class PruneBackups:
             ]
         }
 
+    def detail_lines(self) -> tuple[str, ...]:
+        return tuple(
+            f"{p.backup.id}  created {format_time(p.backup.created_at)}: {p.reason}"
+            for p in self.backups
+        )
+
 
 @dataclass(frozen=True)
-class RewrapKeys:
+class RewrapKeys(PlanAction):
     name: ClassVar[str] = "key.rewrap"
-    reason: str
+    symbol: ClassVar[str] = "~"
+    depends_on: ClassVar[tuple[str, ...]] = ("repository.init", "key.rotate")
     to_thumbprint: str
     backups: tuple[RewrapItem, ...]
     staying: tuple[StayingItem, ...] = ()
@@ -180,11 +238,25 @@ class RewrapKeys:
             ],
         }
 
+    def detail_lines(self) -> tuple[str, ...]:
+        return (
+            *(f"{r.backup.id}: {r.from_thumbprint} -> {self.to_thumbprint}" for r in self.backups),
+            *(
+                f"{s.backup.id}: stays on {s.backup.key_thumbprint}: {s.reason}"
+                for s in self.staying
+            ),
+        )
+
 
 @dataclass(frozen=True)
-class VerifyBackups:
+class VerifyBackups(PlanAction):
     name: ClassVar[str] = "backup.verify"
-    reason: str
+    symbol: ClassVar[str] = "?"
+    depends_on: ClassVar[tuple[str, ...]] = (
+        "repository.init",
+        "staging.cleanup",
+        "catalog.repair",
+    )
     backups: tuple[Verifiable, ...]
 
     def details(self) -> dict[str, Any]:
@@ -203,8 +275,11 @@ class VerifyBackups:
             ]
         }
 
+    def detail_lines(self) -> tuple[str, ...]:
+        return tuple(f"{v.backup.id}  {v.backup.status}: {v.reason}" for v in self.backups)
 
-Action = (
+
+Action: TypeAlias = (
     InitRepository
     | UpdateSettings
     | RotateCredentials
@@ -217,3 +292,12 @@ Action = (
     | RewrapKeys
     | VerifyBackups
 )
+"""Every kind of action, closed: a ``match`` over it can end in ``assert_never``."""
+
+
+def _show(value: Scalar) -> str:
+    if value is None:
+        return "(none)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -84,16 +84,6 @@ class ApplyContext:
     """The repository at spec.migration.from: only ever read."""
 
 
-# Which earlier actions an action cannot do without.
-_DEPENDS_ON: dict[str, tuple[str, ...]] = {
-    "backup.run": ("repository.init", "key.rotate", "staging.cleanup"),
-    "backup.prune": ("repository.init", "staging.cleanup", "catalog.repair"),
-    "key.rewrap": ("repository.init", "key.rotate"),
-    "backups.migrate": ("repository.init",),
-    "backup.verify": ("repository.init", "staging.cleanup", "catalog.repair"),
-}
-
-
 def apply_plan(
     plan: ConfigurationPlan,
     context: ApplyContext,
@@ -103,9 +93,7 @@ def apply_plan(
     outcomes: list[Outcome] = []
     failed: set[str] = set()
     for action in plan.actions:
-        blockers = [
-            a for a in failed if a == "repository.init" or a in _DEPENDS_ON.get(action.name, ())
-        ]
+        blockers = [a for a in failed if a == "repository.init" or a in action.depends_on]
         if blockers:
             outcome = Outcome(
                 action, OutcomeStatus.SKIPPED, f"skipped because {blockers[0]} failed"

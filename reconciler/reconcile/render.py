@@ -6,34 +6,10 @@ import json
 from datetime import datetime
 from typing import Any
 
-from reconciler.reconcile.actions import (
-    CleanupStaging,
-    MigrateBackups,
-    PruneBackups,
-    RepairCatalog,
-    RewrapKeys,
-    RotateKey,
-    UpdateSettings,
-    VerifyBackups,
-)
 from reconciler.reconcile.plan import ConfigurationPlan
 from reconciler.timeutil import format_time
 
 PLAN_FORMAT_VERSION = 1
-
-_SYMBOL = {
-    "repository.init": "+",
-    "settings.update": "~",
-    "credentials.rotate": "~",
-    "key.rotate": "~",
-    "key.rewrap": "~",
-    "backups.migrate": "+",
-    "staging.cleanup": "-",
-    "catalog.repair": "~",
-    "backup.run": "+",
-    "backup.prune": "-",
-    "backup.verify": "?",
-}
 
 
 def plan_to_json(plans: list[ConfigurationPlan], now: datetime) -> dict[str, Any]:
@@ -74,55 +50,6 @@ def render_json(plans: list[ConfigurationPlan], now: datetime) -> str:
     return json.dumps(plan_to_json(plans, now), indent=2, sort_keys=False) + "\n"
 
 
-def _detail_lines(action: object) -> list[str]:
-    if isinstance(action, UpdateSettings):
-        return [f"{c.field}: {_show(c.old)} -> {_show(c.new)}" for c in action.changes]
-    if isinstance(action, RotateKey):
-        return [
-            f"key: {action.from_thumbprint} -> {action.to_thumbprint}",
-            f"{action.backups_on_old_key} existing backups stay on their keys",
-        ]
-    if isinstance(action, PruneBackups):
-        return [
-            f"{p.backup.id}  created {format_time(p.backup.created_at)}: {p.reason}"
-            for p in action.backups
-        ]
-    if isinstance(action, CleanupStaging):
-        return [f"{i.path}: {i.reason}" for i in action.items]
-    if isinstance(action, RepairCatalog):
-        return [i.reason for i in action.items]
-    if isinstance(action, RewrapKeys):
-        return [
-            *(
-                f"{r.backup.id}: {r.from_thumbprint} -> {action.to_thumbprint}"
-                for r in action.backups
-            ),
-            *(
-                f"{s.backup.id}: stays on {s.backup.key_thumbprint}: {s.reason}"
-                for s in action.staying
-            ),
-        ]
-    if isinstance(action, VerifyBackups):
-        return [f"{v.backup.id}  {v.backup.status}: {v.reason}" for v in action.backups]
-    if isinstance(action, MigrateBackups):
-        return [
-            *(
-                f"{b.id}  {b.status}, created {format_time(b.created_at)}: copy"
-                for b in action.backups
-            ),
-            *(f"{b.id}: not copied, {why}" for b, why in action.skipped),
-        ]
-    return []
-
-
-def _show(value: object) -> str:
-    if value is None:
-        return "(none)"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
 def render_text(plans: list[ConfigurationPlan]) -> str:
     lines: list[str] = []
     total = 0
@@ -133,8 +60,8 @@ def render_text(plans: list[ConfigurationPlan]) -> str:
             lines.append("  no changes: the repository matches the configuration")
         for action in plan.actions:
             total += 1
-            lines.append(f"  {_SYMBOL.get(action.name, '*')} {action.name:<19} {action.reason}")
-            lines.extend(f"      {detail}" for detail in _detail_lines(action))
+            lines.append(f"  {action.symbol} {action.name:<19} {action.reason}")
+            lines.extend(f"      {detail}" for detail in action.detail_lines())
         lines.append("")
     count = len(plans)
     noun = "configuration" if count == 1 else "configurations"
@@ -162,7 +89,7 @@ def render_markdown(plans: list[ConfigurationPlan], now: datetime) -> str:
             lines += [f"> **Warning:** {_md(warning)}", ""]
         for action in plan.actions:
             lines.append(f"- **`{action.name}`**: {_md(action.reason)}")
-            lines.extend(f"  - {_md(detail)}" for detail in _detail_lines(action))
+            lines.extend(f"  - {_md(detail)}" for detail in action.detail_lines())
         lines.append("")
     lines.append(f"**{total} action{'s' if total != 1 else ''}** in {len(plans)} configuration(s).")
     return "\n".join(lines) + "\n"
