@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from reconciler.reconcile.schedule import scheduled_backup_due
-from reconciler.repository.records import BackupRecord, BackupStatus
+from reconciler.reconcile.policy.schedule import schedule_turning_points, scheduled_backup_due
+from reconciler.repository.records import BackupRecord
 from reconciler.spec.model import Schedule
 
 
@@ -16,19 +16,12 @@ def next_due_time(
     assuming nothing else happens until then; None when there is none (the
     schedule is off, or a backup is due already and the next tick runs it).
 
-    Candidates are the two moments the schedule can change its mind: the newest
-    Succeeded backup leaving the frequency window, and the retry time after a
-    failed attempt. Each is checked with the planner's own rule."""
-    if not schedule.enabled:
-        return None
-    finished = [b for b in backups if b.status is not BackupStatus.RUNNING and b.created_at <= now]
-    candidates: list[datetime] = []
-    succeeded = [b.created_at for b in finished if b.status is BackupStatus.SUCCEEDED]
-    if succeeded:
-        candidates.append(max(succeeded) + timedelta(hours=schedule.frequency_hours))
-    if finished:
-        last = max(finished, key=lambda b: (b.created_at, b.id))
-        if last.status in (BackupStatus.FAILED, BackupStatus.PARTIALLY_SUCCEEDED):
-            candidates.append(last.created_at + timedelta(minutes=schedule.retry_after_minutes))
-    future = [c for c in candidates if c > now and scheduled_backup_due(schedule, backups, c)]
-    return min(future, default=None)
+    The schedule rule (reconcile.policy.schedule) owns both the moments at
+    which its answer can change and the answer itself; this only picks the
+    first future moment at which that answer is "due"."""
+    due = [
+        moment
+        for moment in schedule_turning_points(schedule, backups, now)
+        if moment > now and scheduled_backup_due(schedule, backups, moment)
+    ]
+    return min(due, default=None)

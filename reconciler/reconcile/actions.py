@@ -11,13 +11,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias
 
 from reconciler.reconcile.observe import CleanupItem, DriftItem
-from reconciler.reconcile.retention import Prunable
-from reconciler.reconcile.rewrap import RewrapItem, StayingItem
-from reconciler.reconcile.verification import Verifiable
+from reconciler.reconcile.policy.retention import Prunable
+from reconciler.reconcile.policy.rewrap import RewrapItem, StayingItem
+from reconciler.reconcile.policy.settings import Scalar, SettingChange
+from reconciler.reconcile.policy.verification import Verifiable
 from reconciler.repository.records import BackupRecord
 from reconciler.timeutil import format_time
-
-Scalar = str | int | bool | None
 
 
 @dataclass(frozen=True)
@@ -39,13 +38,6 @@ class PlanAction:
     def detail_lines(self) -> tuple[str, ...]:
         """The lines the text and Markdown plans print under it."""
         return ()
-
-
-@dataclass(frozen=True)
-class SettingChange:
-    field: str
-    old: Scalar
-    new: Scalar
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from reconciler.reconcile.actions import (
     VerifyBackups,
 )
 from reconciler.reconcile.plan import ConfigurationPlan
-from reconciler.reconcile.retention import select_prunable
+from reconciler.reconcile.policy.retention import select_prunable
 from reconciler.repository.credentials import fingerprint
 from reconciler.repository.probe import probe_write_access
 from reconciler.repository.records import (

@@ -5,7 +5,7 @@ The plan that ``plan`` prints is the object ``apply`` executes."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from reconciler.crypto.certificates import Certificate
@@ -20,18 +20,18 @@ from reconciler.reconcile.actions import (
     RotateCredentials,
     RotateKey,
     RunBackup,
-    SettingChange,
     UpdateSettings,
     VerifyBackups,
 )
-from reconciler.reconcile.certificate_health import certificate_warnings
-from reconciler.reconcile.migration import MigrationSource, select_migration
 from reconciler.reconcile.observe import ObservedState
-from reconciler.reconcile.retention import select_prunable
-from reconciler.reconcile.rewrap import select_rewrap, staying_warning
-from reconciler.reconcile.schedule import Due, scheduled_backup_due, trigger_due
-from reconciler.reconcile.verification import select_verifiable
-from reconciler.repository.records import AppliedSettings, BackupRecord
+from reconciler.reconcile.policy.certificate_health import certificate_warnings
+from reconciler.reconcile.policy.migration import MigrationSource, select_migration
+from reconciler.reconcile.policy.retention import select_prunable
+from reconciler.reconcile.policy.rewrap import select_rewrap, staying_warning
+from reconciler.reconcile.policy.schedule import backup_due
+from reconciler.reconcile.policy.settings import settings_changes
+from reconciler.reconcile.policy.verification import select_verifiable
+from reconciler.repository.records import BackupRecord
 from reconciler.spec.model import BackupConfiguration
 
 
@@ -149,11 +149,10 @@ def plan_configuration(
         )
     # Backups about to be migrated count for the schedule, as a planned run
     # counts for retention: a recent one at the old location is recent enough.
-    due = _backup_due(
-        config,
-        replace(observed, backups=(*observed.backups, *migrated)),
-        now,
-        desired.migration.last_trigger if desired.migration else None,
+    migrated_trigger = desired.migration.last_trigger if desired.migration else None
+    last_trigger = settings.last_trigger if settings else migrated_trigger
+    due = backup_due(
+        config.schedule, config.trigger, (*observed.backups, *migrated), last_trigger, now
     )
     if due is not None:
         actions.append(RunBackup(due.reason, due.trigger))
@@ -221,40 +220,3 @@ def _rewrap(desired: Desired, observed: ObservedState) -> tuple[RewrapKeys | Non
         f" {encryption.certificate.subject}"
     )
     return RewrapKeys(reason, encryption.certificate.thumbprint, rewrap, staying), None
-
-
-def _backup_due(
-    config: BackupConfiguration,
-    observed: ObservedState,
-    now: datetime,
-    migrated_trigger: str | None = None,
-) -> Due | None:
-    last_trigger = observed.settings.last_trigger if observed.settings else migrated_trigger
-    scheduled = scheduled_backup_due(config.schedule, observed.backups, now)
-    requested = trigger_due(config.trigger, last_trigger)
-    if scheduled and requested:
-        return Due(f"{scheduled.reason}; {requested.reason}", requested.trigger)
-    return scheduled or requested
-
-
-def settings_changes(
-    config: BackupConfiguration, settings: AppliedSettings
-) -> tuple[SettingChange, ...]:
-    """Each applied setting that differs from the configuration, old -> new."""
-    pairs: list[tuple[str, int | bool | None, int | bool | None]] = [
-        ("spec.schedule.enabled", settings.schedule_enabled, config.schedule.enabled),
-        ("spec.schedule.frequencyHours", settings.frequency_hours, config.schedule.frequency_hours),
-        (
-            "spec.schedule.retryAfterMinutes",
-            settings.retry_after_minutes,
-            config.schedule.retry_after_minutes,
-        ),
-        ("spec.retention.days", settings.retention_days, config.retention.days),
-        ("spec.retention.minBackups", settings.min_backups, config.retention.min_backups),
-        (
-            "spec.verification.frequencyDays",
-            settings.verification_days,
-            config.verification.frequency_days if config.verification else None,
-        ),
-    ]
-    return tuple(SettingChange(f, old, new) for f, old, new in pairs if old != new)

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 
 from reconciler.crypto.keys import PrivateKey
 from reconciler.reconcile.apply import ApplyContext, Outcome, apply_plan
-from reconciler.reconcile.head import head_suffices
-from reconciler.reconcile.migration import MigrationSource
 from reconciler.reconcile.observe import ObservedState, observe
 from reconciler.reconcile.plan import ConfigurationPlan, Desired, plan_configuration
+from reconciler.reconcile.policy.head import head_suffices
+from reconciler.reconcile.policy.migration import MigrationSource
 from reconciler.reconcile.prepared import Prepared
 from reconciler.reconcile.rewrap_inputs import RewrapInputs, rewrap_inputs
 from reconciler.repository.credentials import matches

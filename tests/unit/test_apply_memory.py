@@ -24,9 +24,9 @@ from reconciler.reconcile.actions import PruneBackups, RunBackup
 from reconciler.reconcile.apply import ApplyContext, Outcome, OutcomeStatus, apply_plan
 from reconciler.reconcile.observe import ObservedState, observe
 from reconciler.reconcile.plan import ConfigurationPlan, Desired, plan_configuration
+from reconciler.reconcile.policy.retention import Prunable
 from reconciler.reconcile.prepared import Prepared
 from reconciler.reconcile.render import render_text
-from reconciler.reconcile.retention import Prunable
 from reconciler.reconcile.session import desired_state, reconcile
 from reconciler.repository.lock import RepositoryLock, read_lock
 from reconciler.repository.records import (

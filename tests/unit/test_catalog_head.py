@@ -13,9 +13,9 @@ from datetime import timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.reconcile.head import head_suffices
 from reconciler.reconcile.plan import Desired, plan_configuration
-from reconciler.reconcile.verification import _VERIFIED_STATUSES
+from reconciler.reconcile.policy.head import head_suffices
+from reconciler.reconcile.policy.verification import _VERIFIED_STATUSES
 from reconciler.repository.catalog_head import (
     TAIL_LIMIT,
     VERIFIED_STATUSES,

@@ -11,8 +11,8 @@ from jsonschema import Draft202012Validator
 from reconciler.crypto.certificates import Certificate
 from reconciler.crypto.keys import create_key_pair
 from reconciler.errors import CryptoError
-from reconciler.reconcile.certificate_health import certificate_warnings
 from reconciler.reconcile.plan import Desired, plan_configuration
+from reconciler.reconcile.policy.certificate_health import certificate_warnings
 from reconciler.reconcile.render import render_json, render_markdown, render_text
 from tests.unit.planning_fixtures import NOW, PLAN_SCHEMA, applied, backup, make_config, observed
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from reconciler.reconcile.migration import MigrationSource, select_migration
+from reconciler.reconcile.policy.migration import MigrationSource, select_migration
 from reconciler.repository.records import BackupRecord, BackupStatus
 from reconciler.spec.model import Retention
 

@@ -22,18 +22,18 @@ from reconciler.reconcile.actions import (
     RotateCredentials,
     RotateKey,
     RunBackup,
-    SettingChange,
     UpdateSettings,
     VerifyBackups,
 )
 from reconciler.reconcile.observe import CleanupItem, DriftItem, ObservedState
 from reconciler.reconcile.plan import ConfigurationPlan, Desired, plan_configuration
+from reconciler.reconcile.policy.retention import Prunable
+from reconciler.reconcile.policy.rewrap import RewrapItem, StayingItem
+from reconciler.reconcile.policy.settings import SettingChange
+from reconciler.reconcile.policy.verification import Verifiable
 from reconciler.reconcile.prepared import Prepared
 from reconciler.reconcile.render import render_json, render_markdown, render_text
-from reconciler.reconcile.retention import Prunable
-from reconciler.reconcile.rewrap import RewrapItem, StayingItem
 from reconciler.reconcile.session import desired_state
-from reconciler.reconcile.verification import Verifiable
 from reconciler.repository.credentials import fingerprint
 from reconciler.repository.records import (
     AppliedSettings,

@@ -1,4 +1,4 @@
-"""Which backups retention deletes (reconciler.reconcile.retention): pure functions."""
+"""Which backups retention deletes (reconciler.reconcile.policy.retention): pure functions."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.reconcile.retention import Prunable, select_prunable
+from reconciler.reconcile.policy.retention import Prunable, select_prunable
 from reconciler.repository.records import BackupRecord, BackupStatus
 from reconciler.spec.model import Retention
 

@@ -1,4 +1,4 @@
-"""Planning key.rewrap (reconciler.reconcile.rewrap and plan): pure functions, no storage."""
+"""Planning key.rewrap (reconciler.reconcile.policy.rewrap and plan): pure functions, no storage."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from reconciler.crypto.keys import create_key_pair
 from reconciler.reconcile.actions import RewrapKeys
 from reconciler.reconcile.observe import CleanupItem, DriftItem
 from reconciler.reconcile.plan import ConfigurationPlan, Desired, plan_configuration
+from reconciler.reconcile.policy.rewrap import select_rewrap
 from reconciler.reconcile.render import render_json, render_markdown, render_text
-from reconciler.reconcile.rewrap import select_rewrap
 from reconciler.repository.records import BackupStatus
 from tests.unit.planning_fixtures import (
     DEMO_CERT,

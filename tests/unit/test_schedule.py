@@ -1,10 +1,14 @@
-"""When a backup is due (reconciler.reconcile.schedule): pure functions over records."""
+"""When a backup is due (reconciler.reconcile.policy.schedule): pure functions over records."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from reconciler.reconcile.schedule import scheduled_backup_due, trigger_due
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reconciler.daemon.due import next_due_time
+from reconciler.reconcile.policy.schedule import scheduled_backup_due, trigger_due
 from reconciler.repository.records import BackupRecord, BackupStatus
 from reconciler.spec.model import Schedule
 
@@ -143,6 +147,44 @@ def test_a_disabled_schedule_never_asks_for_a_backup() -> None:
     assert scheduled_backup_due(disabled, (), NOW) is None
     assert scheduled_backup_due(disabled, (backup(age=hours(500)),), NOW) is None
     assert scheduled_backup_due(disabled, (backup("Failed", age=hours(5)),), NOW) is None
+
+
+# ------------------------------------------------------------------ the daemon's wake-up
+
+
+@st.composite
+def schedules_and_backups(draw: st.DrawFn) -> tuple[Schedule, tuple[BackupRecord, ...]]:
+    """Whole-minute schedules and backups made by now (ties in creation time included)."""
+    schedule = Schedule(
+        enabled=draw(st.booleans()) or draw(st.booleans()),
+        frequency_hours=draw(st.integers(min_value=1, max_value=4)),
+        retry_after_minutes=draw(st.integers(min_value=1, max_value=90)),
+    )
+    statuses = st.sampled_from(list(BackupStatus))
+    ages = st.integers(min_value=0, max_value=300).map(minutes)
+    records = draw(st.lists(st.tuples(statuses, ages), max_size=6))
+    backups = tuple(backup(status, age=age) for status, age in records)
+    return schedule, tuple(sorted(backups, key=lambda b: (b.created_at, b.id)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(schedules_and_backups())
+def test_the_daemon_wakes_at_the_first_minute_the_planner_finds_a_backup_due(
+    case: tuple[Schedule, tuple[BackupRecord, ...]],
+) -> None:
+    schedule, backups = case
+    horizon = schedule.frequency_hours * 60 + schedule.retry_after_minutes + 1
+    first_due = next(
+        (
+            NOW + minutes(m)
+            for m in range(1, horizon + 1)
+            if scheduled_backup_due(schedule, backups, NOW + minutes(m))
+        ),
+        None,
+    )
+    if scheduled_backup_due(schedule, backups, NOW):
+        first_due = None  # due already: the next tick runs it, nothing to wake for
+    assert next_due_time(schedule, backups, NOW) == first_due
 
 
 # ------------------------------------------------------------------ trigger

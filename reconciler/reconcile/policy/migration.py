@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from reconciler.reconcile.retention import select_prunable
+from reconciler.reconcile.policy.retention import select_prunable
 from reconciler.repository.records import BackupRecord, BackupStatus
 from reconciler.spec.model import Retention
 

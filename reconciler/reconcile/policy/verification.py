@@ -38,13 +38,12 @@ def select_verifiable(
     when ``verification`` is None."""
     if verification is None:
         return ()
-    limit = timedelta(days=verification.frequency_days)
     due: list[Verifiable] = []
     for backup in sorted(backups, key=lambda b: (b.created_at, b.id)):
         if backup.status not in _VERIFIED_STATUSES or backup.id in skip:
             continue
         since = backup.verified_at or backup.created_at
-        if since > now or now - since < limit:
+        if not verification_due(since, verification, now):
             continue
         age = describe_age((now - since).total_seconds() / 3600)
         if backup.verified_at is None:
@@ -53,3 +52,9 @@ def select_verifiable(
             reason = f"last verified {age} ago"
         due.append(Verifiable(backup, reason))
     return tuple(due)
+
+
+def verification_due(since: datetime, verification: Verification, now: datetime) -> bool:
+    """True when a backup verified (or, never verified, created) at ``since`` is due
+    at ``now``: ``frequencyDays`` or more ago; never when ``since`` is after ``now``."""
+    return since <= now and now - since >= timedelta(days=verification.frequency_days)

@@ -10,8 +10,10 @@ two plans over many generated repositories.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
+from reconciler.reconcile.policy.retention import past_retention
+from reconciler.reconcile.policy.verification import verification_due
 from reconciler.repository.catalog_head import CatalogHead
 from reconciler.repository.records import AppliedSettings
 from reconciler.spec.model import BackupConfiguration
@@ -36,13 +38,14 @@ def head_suffices(
         return False  # some backup may need key.rewrap, or a warning that it cannot
     if head.newest_created_at is not None and now < head.newest_created_at:
         return False  # backups dated after now: the schedule looks at older ones
-    if head.oldest_created_at is not None and now - head.oldest_created_at > timedelta(
-        days=config.retention.days
+    if head.oldest_created_at is not None and past_retention(
+        head.oldest_created_at, config.retention, now
     ):
         return False  # some backup may be old enough to prune
     verification = config.verification
+    # verify_since is the earliest any backup's verification counts from.
     return (
         verification is None
         or head.verify_since is None
-        or now - head.verify_since < timedelta(days=verification.frequency_days)
+        or not verification_due(head.verify_since, verification, now)
     )

@@ -30,7 +30,6 @@ def select_prunable(
     ``planned_success`` counts a backup about to be made at ``now`` as the
     newest Succeeded one (a plan assumes its backup.run succeeds). Running and
     future-dated backups are never deleted; Corrupt ones never count as kept."""
-    limit = timedelta(days=retention.days)
     succeeded = sorted(
         (b for b in backups if b.status is BackupStatus.SUCCEEDED and b.created_at <= now),
         key=lambda b: (b.created_at, b.id),
@@ -40,10 +39,13 @@ def select_prunable(
     protected = {b.id for b in succeeded[: max(keep_count, 0)]}
     prunable = []
     for backup in sorted(backups, key=lambda b: (b.created_at, b.id)):
-        age = now - backup.created_at
-        if backup.status is BackupStatus.RUNNING or backup.id in protected or age <= limit:
+        if (
+            backup.status is BackupStatus.RUNNING
+            or backup.id in protected
+            or not past_retention(backup.created_at, retention, now)
+        ):
             continue
-        hours = age.total_seconds() / 3600
+        hours = (now - backup.created_at).total_seconds() / 3600
         prunable.append(
             Prunable(
                 backup,
@@ -53,3 +55,9 @@ def select_prunable(
             )
         )
     return tuple(prunable)
+
+
+def past_retention(created_at: datetime, retention: Retention, now: datetime) -> bool:
+    """True when a backup created at ``created_at`` is old enough for retention to
+    delete at ``now``: more than ``days`` x 24 h (exactly that old is kept)."""
+    return now - created_at > timedelta(days=retention.days)
