@@ -23,7 +23,6 @@ from reconciler.cli.common import (
 from reconciler.cli.progress import TransferProgress
 from reconciler.errors import BackupctlError, ConfigError, PlanError
 from reconciler.reconcile.apply import Outcome, OutcomeStatus
-from reconciler.reconcile.observe import ObservedState
 from reconciler.reconcile.plan import ConfigurationPlan
 from reconciler.reconcile.prepared import Prepared, prepare
 from reconciler.reconcile.render import render_json, render_markdown, render_text
@@ -34,6 +33,7 @@ from reconciler.reconcile.savedplan import (
     write_plan_file,
 )
 from reconciler.reconcile.session import make_plan, reconcile
+from reconciler.reconcile.state import ObservedState
 from reconciler.spec.model import BackupConfiguration
 from reconciler.timeutil import now_utc
 

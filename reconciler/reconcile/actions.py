@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias
 
-from reconciler.reconcile.observe import CleanupItem, DriftItem
 from reconciler.reconcile.policy.retention import Prunable
 from reconciler.reconcile.policy.rewrap import RewrapItem, StayingItem
 from reconciler.reconcile.policy.settings import Scalar, SettingChange
 from reconciler.reconcile.policy.verification import Verifiable
+from reconciler.reconcile.state import CleanupItem, DriftItem
 from reconciler.repository.records import BackupRecord
 from reconciler.timeutil import format_time
 

@@ -10,60 +10,15 @@ interrupted run or a damaged catalog makes it read manifests.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from reconciler.errors import IntegrityError, ObjectNotFoundError
-from reconciler.repository.catalog_head import CatalogHead, ids_digest
-from reconciler.repository.lock import LockHolder, read_lock, stale_reason
-from reconciler.repository.records import AppliedSettings, BackupRecord, BackupStatus, backup_dir
+from reconciler.reconcile.state import CleanupItem, DriftItem, ObservedState
+from reconciler.repository.catalog_head import ids_digest
+from reconciler.repository.lock import read_lock, stale_reason
+from reconciler.repository.records import BackupRecord, BackupStatus, backup_dir
 from reconciler.repository.store import Repository
 from reconciler.storage.base import TEMP_MARKER
-
-
-@dataclass(frozen=True)
-class CleanupItem:
-    """Something an interrupted run left behind, and what cleanup does about it."""
-
-    path: str
-    reason: str
-    backup_id: str | None = None
-    committed: BackupRecord | None = None
-    """A backup whose manifest was written but which the catalog misses: re-add it."""
-
-
-@dataclass(frozen=True)
-class DriftItem:
-    """A difference between the catalog and the backups on the storage, made
-    outside backupctl (a folder deleted by hand, a damaged catalog), and how
-    catalog.repair corrects it."""
-
-    reason: str
-    backup_id: str | None = None
-    add: BackupRecord | None = None
-    """A committed backup the catalog misses: it is entered again."""
-    remove: bool = False
-    """A catalog entry whose backup is gone from the storage: it is dropped."""
-
-
-@dataclass(frozen=True)
-class ObservedState:
-    location: str
-    initialized: bool
-    settings: AppliedSettings | None
-    backups: tuple[BackupRecord, ...]
-    """Committed backups (and ones a live process is writing), oldest first."""
-    cleanup: tuple[CleanupItem, ...]
-    drift: tuple[DriftItem, ...]
-    lock: LockHolder | None
-    head: CatalogHead | None = None
-    """Set when only the catalog's head was read: then ``backups`` holds just
-    the newest backups, and the head tells about the others (a plan may be
-    made from that alone only where reconcile.head.head_suffices says so)."""
-
-    @classmethod
-    def empty(cls, location: str) -> ObservedState:
-        return cls(location, False, None, (), (), (), None)
 
 
 def observe(

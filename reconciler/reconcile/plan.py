@@ -4,8 +4,7 @@ The plan that ``plan`` prints is the object ``apply`` executes."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from reconciler.crypto.certificates import Certificate
@@ -23,33 +22,15 @@ from reconciler.reconcile.actions import (
     UpdateSettings,
     VerifyBackups,
 )
-from reconciler.reconcile.observe import ObservedState
 from reconciler.reconcile.policy.certificate_health import certificate_warnings
-from reconciler.reconcile.policy.migration import MigrationSource, select_migration
+from reconciler.reconcile.policy.migration import select_migration
 from reconciler.reconcile.policy.retention import select_prunable
 from reconciler.reconcile.policy.rewrap import select_rewrap, staying_warning
 from reconciler.reconcile.policy.schedule import backup_due
 from reconciler.reconcile.policy.settings import settings_changes
 from reconciler.reconcile.policy.verification import select_verifiable
+from reconciler.reconcile.state import Desired, ObservedState
 from reconciler.repository.records import BackupRecord
-from reconciler.spec.model import BackupConfiguration
-
-
-@dataclass(frozen=True)
-class Desired:
-    """A configuration plus what was learned about it outside the pure planner."""
-
-    config: BackupConfiguration
-    credentials_changed: bool = False
-    credentials_principal: str = ""
-    real_now: datetime | None = None
-    """The real clock, for certificate validity (never --now); None skips that check."""
-    previous_keys: frozenset[str] = frozenset()
-    """Public-key SHA-256 of each previous key loaded for key.rewrap."""
-    key_fingerprints: Mapping[str, str] = field(default_factory=dict)
-    migration: MigrationSource | None = None
-    """What the previous location (spec.migration.from) holds."""
-    """Certificate thumbprint -> public-key SHA-256, for the backups' certificates."""
 
 
 @dataclass(frozen=True)
@@ -68,17 +49,21 @@ class ConfigurationPlan:
 
 
 def plan_configuration(
-    desired: Desired, observed: ObservedState, now: datetime
+    desired: Desired,
+    observed: ObservedState,
+    now: datetime,
+    real_now: datetime | None = None,
 ) -> ConfigurationPlan:
     """The ordered actions that bring ``observed`` to ``desired`` at ``now``.
 
-    Raises CryptoError when the certificate is expired or not yet valid at
-    ``desired.real_now``."""
+    ``real_now`` is the real clock, for certificate validity (never --now);
+    None skips that check. Raises CryptoError when the certificate is expired
+    or not yet valid at ``real_now``."""
     config = desired.config
     actions: list[Action] = []
     warnings: list[str] = []
-    if desired.real_now is not None:
-        warnings.extend(certificate_warnings(config.encryption.certificate, desired.real_now))
+    if real_now is not None:
+        warnings.extend(certificate_warnings(config.encryption.certificate, real_now))
     settings = observed.settings
     if not observed.initialized or settings is None:
         reason = (
@@ -86,7 +71,7 @@ def plan_configuration(
             if observed.initialized
             else "the repository does not exist yet"
         )
-        previous_trigger = desired.migration.last_trigger if desired.migration else None
+        previous_trigger = observed.migration.last_trigger if observed.migration else None
         actions.append(InitRepository(reason, previous_trigger or ""))
     else:
         changes = settings_changes(config, settings)
@@ -96,7 +81,7 @@ def plan_configuration(
                     f"{len(changes)} setting{'s' if len(changes) > 1 else ''} changed", changes
                 )
             )
-        if desired.credentials_changed:
+        if observed.credentials_changed:
             who = f" for {desired.credentials_principal}" if desired.credentials_principal else ""
             actions.append(RotateCredentials(f"the storage credentials{who} changed"))
         key = config.encryption.certificate
@@ -116,16 +101,16 @@ def plan_configuration(
         elif staying is not None:
             warnings.append(staying)
     migrated: tuple[BackupRecord, ...] = ()
-    if desired.migration is not None:
-        choice = select_migration(desired.migration, observed.backups, config.retention, now)
+    if observed.migration is not None:
+        choice = select_migration(observed.migration, observed.backups, config.retention, now)
         migrated = choice.copy
         if choice.copy:
             count = len(choice.copy)
             actions.append(
                 MigrateBackups(
                     f"copy {count} backup{'s' if count > 1 else ''} from the previous location"
-                    f" {desired.migration.location}",
-                    desired.migration.location,
+                    f" {observed.migration.location}",
+                    observed.migration.location,
                     choice.copy,
                     choice.skipped,
                 )
@@ -149,7 +134,7 @@ def plan_configuration(
         )
     # Backups about to be migrated count for the schedule, as a planned run
     # counts for retention: a recent one at the old location is recent enough.
-    migrated_trigger = desired.migration.last_trigger if desired.migration else None
+    migrated_trigger = observed.migration.last_trigger if observed.migration else None
     last_trigger = settings.last_trigger if settings else migrated_trigger
     due = backup_due(
         config.schedule, config.trigger, (*observed.backups, *migrated), last_trigger, now
@@ -207,8 +192,8 @@ def _rewrap(desired: Desired, observed: ObservedState) -> tuple[RewrapKeys | Non
     rewrap, staying = select_rewrap(
         observed.backups,
         encryption.certificate,
-        desired.previous_keys,
-        desired.key_fingerprints,
+        desired.previous_public_keys,
+        observed.certificate_public_keys,
         repaired,
     )
     if not rewrap:

@@ -20,7 +20,7 @@ from reconciler.errors import (
     ObjectNotFoundError,
     PassphraseRequiredError,
 )
-from reconciler.reconcile.observe import ObservedState
+from reconciler.reconcile.state import ObservedState
 from reconciler.repository.records import BackupRecord
 from reconciler.repository.store import Repository
 from reconciler.spec.model import BackupConfiguration, PreviousKey
@@ -31,7 +31,7 @@ from reconciler.spec.secrets import resolve_secret
 class RewrapInputs:
     keys: tuple[PrivateKey, ...] = ()
     """The loaded spec.encryption.previousKeys."""
-    fingerprints: dict[str, str] = field(default_factory=dict)
+    certificate_public_keys: dict[str, str] = field(default_factory=dict)
     """Certificate thumbprint -> public-key SHA-256 for the backups' certificates."""
 
 
@@ -51,7 +51,7 @@ def rewrap_inputs(
         _load_previous_key(config, index, item)
         for index, item in enumerate(config.encryption.previous_keys)
     )
-    return RewrapInputs(keys, _key_fingerprints(repository, observed, elsewhere))
+    return RewrapInputs(keys, _certificate_public_keys(repository, observed, elsewhere))
 
 
 def _load_previous_key(config: BackupConfiguration, index: int, item: PreviousKey) -> PrivateKey:
@@ -70,7 +70,7 @@ def _load_previous_key(config: BackupConfiguration, index: int, item: PreviousKe
         raise ConfigError(f"{where}.key: {exc}") from None
 
 
-def _key_fingerprints(
+def _certificate_public_keys(
     repository: Repository, observed: ObservedState, elsewhere: list[BackupRecord]
 ) -> dict[str, str]:
     """Map every certificate the backups are on to its public-key SHA-256.

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.errors import PlanError
-from reconciler.reconcile.observe import ObservedState
 from reconciler.reconcile.plan import ConfigurationPlan
 from reconciler.reconcile.render import plan_to_json
+from reconciler.reconcile.state import ObservedState
 from reconciler.repository.credentials import fingerprint, matches
 from reconciler.repository.records import CredentialFingerprint, dumps, settings_to_json
 from reconciler.spec.model import BackupConfiguration

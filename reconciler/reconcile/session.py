@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 
 from reconciler.crypto.keys import PrivateKey
 from reconciler.reconcile.apply import ApplyContext, Outcome, apply_plan
-from reconciler.reconcile.observe import ObservedState, observe
-from reconciler.reconcile.plan import ConfigurationPlan, Desired, plan_configuration
+from reconciler.reconcile.observe import observe
+from reconciler.reconcile.plan import ConfigurationPlan, plan_configuration
 from reconciler.reconcile.policy.head import head_suffices
-from reconciler.reconcile.policy.migration import MigrationSource
 from reconciler.reconcile.prepared import Prepared
 from reconciler.reconcile.rewrap_inputs import RewrapInputs, rewrap_inputs
+from reconciler.reconcile.state import Desired, MigrationSource, ObservedState
 from reconciler.repository.credentials import matches
 from reconciler.repository.fenced import FencedStorage
 from reconciler.repository.lock import DEFAULT_TTL, RepositoryLock
@@ -25,31 +25,39 @@ if TYPE_CHECKING:
     from reconciler.backup.engine import SourceEvent
 
 
-def desired_state(
+def desired_state(prepared: Prepared, rewrap: RewrapInputs | None = None) -> Desired:
+    """Return the Desired state: the configuration and what the files it names hold.
+
+    ``rewrap`` carries the loaded previous keys, matched to backups by public key."""
+    creds = prepared.credentials
+    keys = rewrap.keys if rewrap else ()
+    return Desired(
+        prepared.config,
+        credentials_principal=creds.principal if creds else "",
+        previous_public_keys=frozenset(k.public_key_sha256 for k in keys),
+    )
+
+
+def complete_observation(
     prepared: Prepared,
     observed: ObservedState,
     rewrap: RewrapInputs | None = None,
     migration: MigrationSource | None = None,
-) -> Desired:
-    """Return the Desired state: the configuration and what was learnt about it here.
-
-    ``rewrap`` carries the loaded previous keys' fingerprints for key.rewrap;
-    certificate validity is judged by the real clock."""
+) -> ObservedState:
+    """Return ``observed`` with what else was read for this plan: whether the
+    recorded credentials fingerprint still matches the credentials in use, the
+    backups' certificates' public keys (``rewrap``) and the previous location
+    (``migration``)."""
     recorded = observed.settings.credentials if observed.settings else None
     creds = prepared.credentials
     if recorded is None or creds is None:
         changed = observed.settings is not None and (recorded is None) != (creds is None)
     else:
         changed = not matches(recorded, creds.material)
-    principal = creds.principal if creds else ""
-    rewrap = rewrap or RewrapInputs()
-    return Desired(
-        prepared.config,
+    return replace(
+        observed,
         credentials_changed=changed,
-        credentials_principal=principal,
-        real_now=now_utc(),
-        previous_keys=frozenset(k.public_key_sha256 for k in rewrap.keys),
-        key_fingerprints=rewrap.fingerprints,
+        certificate_public_keys=rewrap.certificate_public_keys if rewrap else {},
         migration=migration,
     )
 
@@ -80,7 +88,9 @@ def plan_with_keys(
         observed = observe(prepared.repository, now_utc(), own_lock)
     rewrap = rewrap_inputs(prepared.repository, prepared.config, observed)
     migration = _observe_previous(prepared.previous_location)
-    plan = plan_configuration(desired_state(prepared, observed, rewrap, migration), observed, now)
+    observed = complete_observation(prepared, observed, rewrap, migration)
+    # Certificate validity is judged by the real clock, never by --now.
+    plan = plan_configuration(desired_state(prepared, rewrap), observed, now, now_utc())
     return plan, observed, rewrap.keys
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.crypto.certificates import Certificate, load_certificate
-from reconciler.reconcile.observe import ObservedState
+from reconciler.reconcile.state import ObservedState
 from reconciler.repository.records import (
     AppliedSettings,
     BackupRecord,

@@ -22,12 +22,13 @@ from reconciler.crypto.keys import create_key_pair
 from reconciler.errors import LockedError, StorageFullError
 from reconciler.reconcile.actions import PruneBackups, RunBackup
 from reconciler.reconcile.apply import ApplyContext, Outcome, OutcomeStatus, apply_plan
-from reconciler.reconcile.observe import ObservedState, observe
-from reconciler.reconcile.plan import ConfigurationPlan, Desired, plan_configuration
+from reconciler.reconcile.observe import observe
+from reconciler.reconcile.plan import ConfigurationPlan, plan_configuration
 from reconciler.reconcile.policy.retention import Prunable
 from reconciler.reconcile.prepared import Prepared
 from reconciler.reconcile.render import render_text
-from reconciler.reconcile.session import desired_state, reconcile
+from reconciler.reconcile.session import complete_observation, desired_state, reconcile
+from reconciler.reconcile.state import Desired, ObservedState
 from reconciler.repository.lock import RepositoryLock, read_lock
 from reconciler.repository.records import (
     CATALOG_KEY,
@@ -221,8 +222,8 @@ def test_new_storage_credentials_are_recorded_as_a_fingerprint_only(region: Regi
     first = Credentials("CONTOSO\\backupop", b"smb\0CONTOSO\\backupop\0first-Secret-1")
     second = Credentials("CONTOSO\\backupop", b"smb\0CONTOSO\\backupop\0second-Secret-2")
     prepared = Prepared(region.config, region.repository, first)
-    state = region.observe(T0)
-    plan = plan_configuration(desired_state(prepared, state), state, T0)
+    state = complete_observation(prepared, region.observe(T0))
+    plan = plan_configuration(desired_state(prepared), state, T0)
     assert names(plan) == ["repository.init", "backup.run"]
     context = ApplyContext(region.repository, region.config, T0, T0, first)
     apply_plan(plan, context)
@@ -230,17 +231,17 @@ def test_new_storage_credentials_are_recorded_as_a_fingerprint_only(region: Regi
     assert settings is not None
     assert settings.credentials is not None
     assert settings.credentials.principal == "CONTOSO\\backupop"
-    state = region.observe(T0)
-    assert plan_configuration(desired_state(prepared, state), state, T0).actions == ()
+    state = complete_observation(prepared, region.observe(T0))
+    assert plan_configuration(desired_state(prepared), state, T0).actions == ()
     assert not any(b"first-Secret-1" in data for data in region.storage.objects.values())
     prepared = Prepared(region.config, region.repository, second)
-    state = region.observe(T0)
-    plan = plan_configuration(desired_state(prepared, state), state, T0)
+    state = complete_observation(prepared, region.observe(T0))
+    plan = plan_configuration(desired_state(prepared), state, T0)
     assert names(plan) == ["credentials.rotate"]
     apply_plan(plan, ApplyContext(region.repository, region.config, T0, T0, second))
     assert not any(b"second-Secret-2" in data for data in region.storage.objects.values())
-    state = region.observe(T0)
-    assert plan_configuration(desired_state(prepared, state), state, T0).actions == ()
+    state = complete_observation(prepared, region.observe(T0))
+    assert plan_configuration(desired_state(prepared), state, T0).actions == ()
 
 
 # ------------------------------------------------------------------ retention

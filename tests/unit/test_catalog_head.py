@@ -13,9 +13,10 @@ from datetime import timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.reconcile.plan import Desired, plan_configuration
+from reconciler.reconcile.plan import plan_configuration
 from reconciler.reconcile.policy.head import head_suffices
 from reconciler.reconcile.policy.verification import _VERIFIED_STATUSES
+from reconciler.reconcile.state import Desired
 from reconciler.repository.catalog_head import (
     TAIL_LIMIT,
     VERIFIED_STATUSES,
@@ -75,7 +76,7 @@ def repositories(draw: st.DrawFn) -> tuple[Desired, tuple[BackupRecord, ...]]:
             record = replace(record, key_thumbprint=OTHER)
         records.append(record)
     keys = frozenset({"ab" * 32}) if draw(st.booleans()) else frozenset()
-    return Desired(config, previous_keys=keys), tuple(records)
+    return Desired(config, previous_public_keys=keys), tuple(records)
 
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])

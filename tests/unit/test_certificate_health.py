@@ -11,9 +11,10 @@ from jsonschema import Draft202012Validator
 from reconciler.crypto.certificates import Certificate
 from reconciler.crypto.keys import create_key_pair
 from reconciler.errors import CryptoError
-from reconciler.reconcile.plan import Desired, plan_configuration
+from reconciler.reconcile.plan import plan_configuration
 from reconciler.reconcile.policy.certificate_health import certificate_warnings
 from reconciler.reconcile.render import render_json, render_markdown, render_text
+from reconciler.reconcile.state import Desired
 from tests.unit.planning_fixtures import NOW, PLAN_SCHEMA, applied, backup, make_config, observed
 
 
@@ -27,7 +28,7 @@ def test_a_certificate_valid_for_long_gives_no_warning_and_its_expiry_is_in_the_
     cert = certificate_valid_for(365)
     config = make_config(cert)
     state = observed(applied(config), backup(age=timedelta(hours=1), key=cert))
-    plan = plan_configuration(Desired(config, real_now=NOW), state, NOW)
+    plan = plan_configuration(Desired(config), state, NOW, real_now=NOW)
     assert plan.warnings == ()
     document = json.loads(render_json([plan], NOW))
     assert list(Draft202012Validator(PLAN_SCHEMA).iter_errors(document)) == []
@@ -41,7 +42,7 @@ def test_a_certificate_expiring_within_30_days_is_a_warning_in_every_output() ->
     cert = certificate_valid_for(29)
     config = make_config(cert)
     state = observed(applied(config), backup(age=timedelta(hours=1), key=cert))
-    plan = plan_configuration(Desired(config, real_now=NOW), state, NOW)
+    plan = plan_configuration(Desired(config), state, NOW, real_now=NOW)
     [warning] = plan.warnings
     assert cert.thumbprint in warning
     assert "expires on 2026-12-24T12:00:00Z, within 30 days" in warning
@@ -63,7 +64,7 @@ def test_an_expired_certificate_is_refused_in_one_sentence() -> None:
     config = make_config(cert)
     state = observed(applied(config))
     with pytest.raises(CryptoError) as info:
-        plan_configuration(Desired(config, real_now=NOW + timedelta(days=11)), state, NOW)
+        plan_configuration(Desired(config), state, NOW, real_now=NOW + timedelta(days=11))
     message = str(info.value)
     assert f"certificate {cert.thumbprint}" in message
     assert "expired on 2026-12-05T12:00:00Z" in message
@@ -76,6 +77,6 @@ def test_now_moves_schedule_and_retention_but_never_certificate_validity() -> No
     config = make_config(cert)
     state = observed(applied(config), backup(age=timedelta(hours=1), key=cert))
     a_year_later = NOW + timedelta(days=365)
-    plan = plan_configuration(Desired(config, real_now=NOW), state, a_year_later)
+    plan = plan_configuration(Desired(config), state, a_year_later, real_now=NOW)
     assert [a.name for a in plan.actions] == ["backup.run"]
     assert len(plan.warnings) == 1, "judged at the real clock: expiring, not expired"

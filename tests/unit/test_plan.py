@@ -25,15 +25,15 @@ from reconciler.reconcile.actions import (
     UpdateSettings,
     VerifyBackups,
 )
-from reconciler.reconcile.observe import CleanupItem, DriftItem, ObservedState
-from reconciler.reconcile.plan import ConfigurationPlan, Desired, plan_configuration
+from reconciler.reconcile.plan import ConfigurationPlan, plan_configuration
 from reconciler.reconcile.policy.retention import Prunable
 from reconciler.reconcile.policy.rewrap import RewrapItem, StayingItem
 from reconciler.reconcile.policy.settings import SettingChange
 from reconciler.reconcile.policy.verification import Verifiable
 from reconciler.reconcile.prepared import Prepared
 from reconciler.reconcile.render import render_json, render_markdown, render_text
-from reconciler.reconcile.session import desired_state
+from reconciler.reconcile.session import complete_observation, desired_state
+from reconciler.reconcile.state import CleanupItem, Desired, DriftItem, ObservedState
 from reconciler.repository.credentials import fingerprint
 from reconciler.repository.records import (
     AppliedSettings,
@@ -286,9 +286,9 @@ def test_changed_credentials_plan_a_rotation_that_never_shows_the_secret() -> No
         Repository(MemoryStorage(), config.name),
         Credentials("CONTOSO\\backupop", f"smb\0CONTOSO\\backupop\0{secret}".encode()),
     )
-    desired = desired_state(prepared, state)
-    assert desired.credentials_changed
-    plan = plan_configuration(desired, state, NOW)
+    state = complete_observation(prepared, state)
+    assert state.credentials_changed
+    plan = plan_configuration(desired_state(prepared), state, NOW)
     assert names(plan) == ["credentials.rotate"]
     assert plan.actions[0].reason == "the storage credentials for CONTOSO\\backupop changed"
     rendered = (
@@ -310,7 +310,8 @@ def test_unchanged_credentials_plan_no_rotation() -> None:
         Repository(MemoryStorage(), config.name),
         Credentials("CONTOSO\\backupop", material),
     )
-    plan = plan_configuration(desired_state(prepared, state), state, NOW)
+    state = complete_observation(prepared, state)
+    plan = plan_configuration(desired_state(prepared), state, NOW)
     assert plan.actions == ()
 
 
@@ -400,7 +401,7 @@ def test_actions_come_in_the_order_the_product_lists_them(
         (DriftItem("backup y was deleted by hand", "y", None, True),),
     )
     plan = plan_configuration(
-        Desired(new, credentials_changed=True, credentials_principal="u"), state, NOW
+        Desired(new, credentials_principal="u"), replace(state, credentials_changed=True), NOW
     )
     got = names(plan)
     assert got == [

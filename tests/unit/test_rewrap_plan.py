@@ -12,10 +12,10 @@ from jsonschema import Draft202012Validator
 from reconciler.crypto.certificates import Certificate
 from reconciler.crypto.keys import create_key_pair
 from reconciler.reconcile.actions import RewrapKeys
-from reconciler.reconcile.observe import CleanupItem, DriftItem
-from reconciler.reconcile.plan import ConfigurationPlan, Desired, plan_configuration
+from reconciler.reconcile.plan import ConfigurationPlan, plan_configuration
 from reconciler.reconcile.policy.rewrap import select_rewrap
 from reconciler.reconcile.render import render_json, render_markdown, render_text
+from reconciler.reconcile.state import CleanupItem, Desired, DriftItem
 from reconciler.repository.records import BackupStatus
 from tests.unit.planning_fixtures import (
     DEMO_CERT,
@@ -44,7 +44,7 @@ def retired() -> Certificate:
     return new_certificate("CN=backups 2026 interim")
 
 
-def fingerprints(*certs: Certificate) -> dict[str, str]:
+def public_keys(*certs: Certificate) -> dict[str, str]:
     return {c.thumbprint: c.public_key_sha256 for c in certs}
 
 
@@ -67,7 +67,7 @@ def test_backups_whose_key_is_offered_are_rewrapped_and_the_others_stay(
         (old, interim, fresh),
         current,
         frozenset({DEMO_CERT.public_key_sha256}),
-        fingerprints(DEMO_CERT, retired, current),
+        public_keys(DEMO_CERT, retired, current),
     )
     assert [(r.backup.id, r.from_thumbprint) for r in rewrap] == [(old.id, DEMO_CERT.thumbprint)]
     assert [s.backup.id for s in staying] == [interim.id]
@@ -86,7 +86,7 @@ def test_keys_are_matched_by_public_key_not_by_which_file_or_certificate_they_ca
         (old, renewal),
         current,
         frozenset({DEMO_CERT.public_key_sha256}),
-        {**fingerprints(DEMO_CERT, current), renewed_thumbprint: current.public_key_sha256},
+        {**public_keys(DEMO_CERT, current), renewed_thumbprint: current.public_key_sha256},
     )
     assert [r.backup.id for r in rewrap] == [old.id]
     assert staying == ()
@@ -110,7 +110,7 @@ def test_running_backups_and_backups_being_repaired_are_left_for_a_later_apply(
         (running, repaired),
         current,
         frozenset({DEMO_CERT.public_key_sha256}),
-        fingerprints(DEMO_CERT),
+        public_keys(DEMO_CERT),
         frozenset({repaired.id}),
     )
     assert (rewrap, staying) == ((), ())
@@ -133,11 +133,8 @@ def test_rewrap_existing_plans_key_rewrap_after_key_rotate_and_before_cleanup(
         backup(age=timedelta(hours=1), key=DEMO_CERT),
         cleanup=(CleanupItem("backups/x", "interrupted", "x"),),
     )
-    desired = Desired(
-        config,
-        previous_keys=frozenset({DEMO_CERT.public_key_sha256}),
-        key_fingerprints=fingerprints(DEMO_CERT, retired),
-    )
+    desired = Desired(config, previous_public_keys=frozenset({DEMO_CERT.public_key_sha256}))
+    state = replace(state, certificate_public_keys=public_keys(DEMO_CERT, retired))
     plan = plan_configuration(desired, state, NOW)
     names = [a.name for a in plan.actions]
     assert names.index("key.rotate") + 1 == names.index("key.rewrap")
@@ -156,11 +153,8 @@ def test_the_json_and_text_of_a_rewrap_list_what_moves_and_what_stays(
     old = backup(age=timedelta(days=3), key=DEMO_CERT)
     interim = backup(age=timedelta(days=2), key=retired)
     state = observed(applied(config, DEMO_CERT, retired), old, interim)
-    desired = Desired(
-        config,
-        previous_keys=frozenset({DEMO_CERT.public_key_sha256}),
-        key_fingerprints=fingerprints(DEMO_CERT, retired),
-    )
+    desired = Desired(config, previous_public_keys=frozenset({DEMO_CERT.public_key_sha256}))
+    state = replace(state, certificate_public_keys=public_keys(DEMO_CERT, retired))
     plan = plan_configuration(desired, state, NOW)
     document = json.loads(render_json([plan], NOW))
     assert list(Draft202012Validator(PLAN_SCHEMA).iter_errors(document)) == []
@@ -183,11 +177,8 @@ def test_without_rewrap_existing_no_backup_is_rewrapped_even_with_previous_keys(
 ) -> None:
     config = make_config(current, rewrap=False)
     state = observed(applied(config, DEMO_CERT), backup(age=timedelta(hours=2), key=DEMO_CERT))
-    desired = Desired(
-        config,
-        previous_keys=frozenset({DEMO_CERT.public_key_sha256}),
-        key_fingerprints=fingerprints(DEMO_CERT),
-    )
+    desired = Desired(config, previous_public_keys=frozenset({DEMO_CERT.public_key_sha256}))
+    state = replace(state, certificate_public_keys=public_keys(DEMO_CERT))
     plan = plan_configuration(desired, state, NOW)
     assert plan.actions == ()
     assert plan.warnings == ()
@@ -202,11 +193,8 @@ def test_when_no_previous_key_fits_the_plan_has_no_action_but_warns(
         backup(age=timedelta(days=2), key=retired),
         backup(age=timedelta(hours=2), key=current),
     )
-    desired = Desired(
-        config,
-        previous_keys=frozenset({DEMO_CERT.public_key_sha256}),
-        key_fingerprints=fingerprints(DEMO_CERT, retired),
-    )
+    desired = Desired(config, previous_public_keys=frozenset({DEMO_CERT.public_key_sha256}))
+    state = replace(state, certificate_public_keys=public_keys(DEMO_CERT, retired))
     plan = plan_configuration(desired, state, NOW)
     assert plan.actions == (), "a plan that never empties would break --detailed-exitcode"
     [warning] = plan.warnings
@@ -224,11 +212,8 @@ def test_once_every_backup_is_on_the_current_certificate_rewrap_plans_nothing(
         backup(age=timedelta(days=2), key=current),
         backup(age=timedelta(hours=2), key=current),
     )
-    desired = Desired(
-        config,
-        previous_keys=frozenset({DEMO_CERT.public_key_sha256}),
-        key_fingerprints=fingerprints(DEMO_CERT),
-    )
+    desired = Desired(config, previous_public_keys=frozenset({DEMO_CERT.public_key_sha256}))
+    state = replace(state, certificate_public_keys=public_keys(DEMO_CERT))
     plan = plan_configuration(desired, state, NOW)
     assert (plan.actions, plan.warnings) == ((), ())
 
@@ -244,11 +229,8 @@ def test_a_backup_the_catalog_repair_reenters_is_rewrapped_by_the_next_apply(
         backup(age=timedelta(hours=2), key=current),
         drift=(DriftItem("missing from the catalog", reentered.id, add=reentered),),
     )
-    desired = Desired(
-        config,
-        previous_keys=frozenset({DEMO_CERT.public_key_sha256}),
-        key_fingerprints=fingerprints(DEMO_CERT),
-    )
+    desired = Desired(config, previous_public_keys=frozenset({DEMO_CERT.public_key_sha256}))
+    state = replace(state, certificate_public_keys=public_keys(DEMO_CERT))
     plan = plan_configuration(desired, state, NOW)
     assert plan.action(RewrapKeys) is None
     assert [a.name for a in plan.actions] == ["catalog.repair"]

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.errors import PlanError
-from reconciler.reconcile.observe import ObservedState
-from reconciler.reconcile.plan import Desired, plan_configuration
+from reconciler.reconcile.plan import plan_configuration
 from reconciler.reconcile.savedplan import (
     describe_changes,
     observed_summary,
@@ -18,6 +17,7 @@ from reconciler.reconcile.savedplan import (
     stale_reason,
     write_plan_file,
 )
+from reconciler.reconcile.state import Desired, ObservedState
 from reconciler.spec import load_configurations
 from reconciler.storage.factory import Credentials
 

@@ -8,9 +8,10 @@ from datetime import timedelta
 from jsonschema import Draft202012Validator
 
 from reconciler.reconcile.actions import VerifyBackups
-from reconciler.reconcile.plan import Desired, plan_configuration
+from reconciler.reconcile.plan import plan_configuration
 from reconciler.reconcile.policy.verification import select_verifiable
 from reconciler.reconcile.render import render_json, render_text
+from reconciler.reconcile.state import Desired
 from reconciler.repository.records import BackupStatus
 from reconciler.spec.model import Retention, Verification
 from tests.unit.planning_fixtures import NOW, PLAN_SCHEMA, applied, backup, make_config, observed

@@ -6,17 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from reconciler.reconcile.policy.retention import select_prunable
+from reconciler.reconcile.state import MigrationSource
 from reconciler.repository.records import BackupRecord, BackupStatus
 from reconciler.spec.model import Retention
-
-
-@dataclass(frozen=True)
-class MigrationSource:
-    """What was observed at ``spec.migration.from`` (read only, never modified)."""
-
-    location: str
-    backups: tuple[BackupRecord, ...]
-    last_trigger: str | None
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 A backup can be re-wrapped when the public key it is wrapped to belongs to one
 of ``spec.encryption.previousKeys``. Keys are matched by the SHA-256 of the
-public key, learnt outside the planner: for previous keys by loading them, for
-backups from the repository's key history (thumbprint -> public key).
+public key, learnt outside the planner: for previous keys by loading them (a
+desired fact), for backups from the repository's key history and manifests
+(observed: thumbprint -> public key).
 """
 
 from __future__ import annotations
@@ -34,14 +35,14 @@ class StayingItem:
 def select_rewrap(
     backups: tuple[BackupRecord, ...],
     certificate: Certificate,
-    previous_keys: frozenset[str],
-    key_fingerprints: Mapping[str, str],
+    previous_public_keys: frozenset[str],
+    certificate_public_keys: Mapping[str, str],
     skip: frozenset[str] = frozenset(),
 ) -> tuple[tuple[RewrapItem, ...], tuple[StayingItem, ...]]:
     """Return the backups to re-wrap to ``certificate`` and those staying on their keys.
 
-    ``previous_keys`` holds the public-key SHA-256 of each loaded previous key;
-    ``key_fingerprints`` maps a certificate thumbprint to its public-key
+    ``previous_public_keys`` holds the public-key SHA-256 of each loaded previous
+    key; ``certificate_public_keys`` maps a certificate thumbprint to its public-key
     SHA-256. Running backups and those in ``skip`` (being repaired in the same
     apply) are left out of both; so are backups on the current certificate, or
     on another certificate of the same public key (a renewal needs no rewrap)."""
@@ -53,10 +54,10 @@ def select_rewrap(
             continue
         if thumbprint == certificate.thumbprint:
             continue
-        spki = key_fingerprints.get(thumbprint)
+        spki = certificate_public_keys.get(thumbprint)
         if spki == certificate.public_key_sha256:
             continue
-        if spki is not None and spki in previous_keys:
+        if spki is not None and spki in previous_public_keys:
             rewrap.append(RewrapItem(backup, thumbprint))
         else:
             staying.append(
