@@ -29,7 +29,7 @@ from reconciler.reconcile.render import render_json, render_markdown, render_tex
 from reconciler.reconcile.savedplan import (
     SavedInputs,
     read_plan_file,
-    stale_reason,
+    stale_plan_reason,
     write_plan_file,
 )
 from reconciler.reconcile.session import make_plan, reconcile
@@ -234,7 +234,7 @@ def _apply_saved(plan_file: Path, lock_timeout: float = 0.0) -> None:
             continue
         prepared = prepare(config)
         actions = saved.actions_of(inputs.name)
-        reason = stale_reason(inputs, actions, config, prepared.credentials, None, None)
+        reason = stale_plan_reason(inputs, actions, config, prepared.credentials, None, None)
         if reason:
             stale.append(f"{inputs.name} changed since it was made ({reason})")
             continue
@@ -251,7 +251,7 @@ def _staleness_check(
     prepared: Prepared,
 ) -> Check:
     def check(fresh: ConfigurationPlan, observed: ObservedState) -> None:
-        reason = stale_reason(inputs, actions, config, prepared.credentials, observed, fresh)
+        reason = stale_plan_reason(inputs, actions, config, prepared.credentials, observed, fresh)
         if reason:
             raise PlanError(
                 f"the plan is stale: {config.name} changed since it was made ({reason});"

@@ -201,7 +201,7 @@ def read_plan_file(path: Path) -> SavedPlan:
         raise PlanError(f"{path} is a damaged plan file; run plan again") from None
 
 
-def stale_reason(
+def stale_plan_reason(
     saved: SavedInputs,
     saved_actions: list[dict[str, Any]],
     config: BackupConfiguration,

@@ -40,7 +40,7 @@ from reconciler.spec.model import (
     Source,
     SqliteSource,
     StorageLocation,
-    Verification,
+    VerificationPolicy,
 )
 from reconciler.spec.schema import format_path
 from reconciler.spec.yamlfile import Document, line_of
@@ -101,7 +101,7 @@ def build_configuration(
             days=retention.get("days", 7), min_backups=retention.get("minBackups", 2)
         ),
         trigger=spec.get("trigger", ""),
-        verification=Verification(verification["frequencyDays"]) if verification else None,
+        verification=VerificationPolicy(verification["frequencyDays"]) if verification else None,
         sources=sources,
         digest=hashlib.sha256(
             json.dumps(data, sort_keys=True, default=str).encode("utf-8")

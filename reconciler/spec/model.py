@@ -131,7 +131,10 @@ class Retention:
 
 
 @dataclass(frozen=True)
-class Verification:
+class VerificationPolicy:
+    """spec.verification: how often stored backups are checked (a check's result is
+    backup.verify.Verification)."""
+
     frequency_days: int
 
 
@@ -178,7 +181,7 @@ class BackupConfiguration:
     schedule: Schedule
     retention: Retention
     trigger: str
-    verification: Verification | None
+    verification: VerificationPolicy | None
     sources: tuple[Source, ...]
     digest: str
     """SHA-256 of the document as written: a saved plan is stale when it changes."""

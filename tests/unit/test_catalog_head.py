@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reconciler.reconcile.plan import plan_configuration
+from reconciler.reconcile.policy import verification
 from reconciler.reconcile.policy.head import head_suffices
-from reconciler.reconcile.policy.verification import _VERIFIED_STATUSES
 from reconciler.reconcile.state import Desired
 from reconciler.repository.catalog_head import (
     TAIL_LIMIT,
@@ -26,7 +26,7 @@ from reconciler.repository.catalog_head import (
 )
 from reconciler.repository.records import BackupRecord, BackupStatus
 from reconciler.repository.store import Repository
-from reconciler.spec.model import Retention, Schedule, Verification
+from reconciler.spec.model import Retention, Schedule, VerificationPolicy
 from reconciler.storage.memory import MemoryStorage
 from tests.unit.planning_fixtures import (
     NOW,
@@ -52,7 +52,9 @@ def repositories(draw: st.DrawFn) -> tuple[Desired, tuple[BackupRecord, ...]]:
     """A configuration and a history, mostly a healthy one: backups within the
     retention period, verified within the verification period, on the current key."""
     days = draw(st.integers(min_value=1, max_value=60))
-    verification = draw(st.none() | st.builds(Verification, st.integers(min_value=1, max_value=60)))
+    verification = draw(
+        st.none() | st.builds(VerificationPolicy, st.integers(min_value=1, max_value=60))
+    )
     config = make_config(
         rewrap=draw(st.booleans()),
         schedule=Schedule(
@@ -123,7 +125,7 @@ def test_the_generated_repositories_are_often_decided_by_their_head() -> None:
 
 def test_the_generated_repositories_often_let_the_head_decide() -> None:
     """Not a vacuous property: a typical healthy history is decided by its head."""
-    config = make_config(verification=Verification(30))
+    config = make_config(verification=VerificationPolicy(30))
     records = tuple(
         backup(age=timedelta(hours=12 * n), verified_ago=timedelta(days=1)) for n in range(10)
     )
@@ -194,4 +196,4 @@ def test_a_catalog_without_a_head_is_read_whole() -> None:
 
 
 def test_verification_checks_the_statuses_the_head_counts_from() -> None:
-    assert set(VERIFIED_STATUSES) == set(_VERIFIED_STATUSES)
+    assert set(VERIFIED_STATUSES) == set(verification.VERIFIED_STATUSES)

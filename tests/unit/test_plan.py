@@ -50,7 +50,7 @@ from reconciler.spec.model import (
     Origin,
     Retention,
     Schedule,
-    Verification,
+    VerificationPolicy,
 )
 from reconciler.storage.factory import Credentials
 from reconciler.storage.memory import MemoryStorage
@@ -213,7 +213,7 @@ def test_changed_settings_plan_one_update_listing_each_field_old_and_new() -> No
     config = make_config(
         schedule=Schedule(enabled=True, frequency_hours=24, retry_after_minutes=30),
         retention=Retention(days=14, min_backups=2),
-        verification=Verification(7),
+        verification=VerificationPolicy(7),
     )
     state = observed(applied(make_config()), (backup(age=timedelta(hours=1)),))
     plan = plan_configuration(Desired(config), state, NOW)
@@ -418,7 +418,9 @@ def test_actions_come_in_the_order_the_product_lists_them(
 
 def test_verification_comes_before_prune_so_a_corrupt_backup_is_not_counted_as_kept() -> None:
     """Deliberately unlike PRODUCT.md's list order (see README, "Plan")."""
-    config = make_config(verification=Verification(7), retention=Retention(days=14, min_backups=1))
+    config = make_config(
+        verification=VerificationPolicy(7), retention=Retention(days=14, min_backups=1)
+    )
     backups = (
         backup(age=timedelta(days=20)),
         backup(age=timedelta(days=10)),

@@ -14,7 +14,7 @@ from reconciler.reconcile.savedplan import (
     describe_changes,
     observed_summary,
     read_plan_file,
-    stale_reason,
+    stale_plan_reason,
     write_plan_file,
 )
 from reconciler.reconcile.state import Desired, ObservedState
@@ -38,12 +38,12 @@ def test_a_changed_secret_makes_the_saved_plan_stale_and_the_file_holds_no_secre
     saved = read_plan_file(path)
     [inputs] = saved.inputs
     actions = saved.actions_of(config.name)
-    assert stale_reason(inputs, actions, config, old, observed, plan) is None
+    assert stale_plan_reason(inputs, actions, config, old, observed, plan) is None
     new = Credentials("backupop", b"smb\0backupop\0a new password")
-    assert stale_reason(inputs, actions, config, new, observed, plan) == (
+    assert stale_plan_reason(inputs, actions, config, new, observed, plan) == (
         "its storage credentials changed"
     )
-    assert stale_reason(inputs, actions, config, None, observed, plan) == (
+    assert stale_plan_reason(inputs, actions, config, None, observed, plan) == (
         "its storage credentials changed"
     )
 
@@ -57,7 +57,7 @@ def test_different_actions_make_the_saved_plan_stale(tmp_path: Path) -> None:
     saved = read_plan_file(path)
     actions = saved.actions_of(config.name)
     edited = [dict(a, reason="something else") for a in actions]
-    assert stale_reason(saved.inputs[0], edited, config, None, observed, plan) == (
+    assert stale_plan_reason(saved.inputs[0], edited, config, None, observed, plan) == (
         "its actions would now differ"
     )
 

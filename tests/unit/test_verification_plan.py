@@ -13,10 +13,10 @@ from reconciler.reconcile.policy.verification import select_verifiable
 from reconciler.reconcile.render import render_json, render_text
 from reconciler.reconcile.state import Desired
 from reconciler.repository.records import BackupStatus
-from reconciler.spec.model import Retention, Verification
+from reconciler.spec.model import Retention, VerificationPolicy
 from tests.unit.planning_fixtures import NOW, PLAN_SCHEMA, applied, backup, make_config, observed
 
-WEEKLY = Verification(frequency_days=7)
+WEEKLY = VerificationPolicy(frequency_days=7)
 DAY = timedelta(days=1)
 
 
@@ -51,7 +51,8 @@ def test_without_verification_settings_nothing_is_verified() -> None:
 
 def test_the_plan_verifies_before_it_prunes_and_skips_what_it_prunes() -> None:
     config = make_config(
-        verification=Verification(frequency_days=5), retention=Retention(days=7, min_backups=1)
+        verification=VerificationPolicy(frequency_days=5),
+        retention=Retention(days=7, min_backups=1),
     )
     doomed = backup(age=9 * DAY)
     checked = backup(age=6 * DAY)

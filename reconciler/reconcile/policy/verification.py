@@ -5,14 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from reconciler.repository.records import BackupRecord, BackupStatus
-from reconciler.spec.model import Verification
+from reconciler.repository.catalog_head import VERIFIED_STATUSES
+from reconciler.repository.records import BackupRecord
+from reconciler.spec.model import VerificationPolicy
 from reconciler.timeutil import describe_age
 
-# Corrupt backups are not re-checked on a schedule (they stay Corrupt until a
-# full `backupctl verify` with the key proves them intact); Failed ones hold
-# no data and Running ones are still being written.
-_VERIFIED_STATUSES = (BackupStatus.SUCCEEDED, BackupStatus.PARTIALLY_SUCCEEDED)
+# VERIFIED_STATUSES lives with the catalog's head, which counts verify_since
+# over the same statuses. Corrupt backups are not re-checked on a schedule
+# (they stay Corrupt until a full `backupctl verify` with the key proves them
+# intact); Failed ones hold no data and Running ones are still being written.
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class Verifiable:
 
 def select_verifiable(
     backups: tuple[BackupRecord, ...],
-    verification: Verification | None,
+    verification: VerificationPolicy | None,
     now: datetime,
     skip: frozenset[str] = frozenset(),
 ) -> tuple[Verifiable, ...]:
@@ -40,7 +41,7 @@ def select_verifiable(
         return ()
     due: list[Verifiable] = []
     for backup in sorted(backups, key=lambda b: (b.created_at, b.id)):
-        if backup.status not in _VERIFIED_STATUSES or backup.id in skip:
+        if backup.status not in VERIFIED_STATUSES or backup.id in skip:
             continue
         since = backup.verified_at or backup.created_at
         if not verification_due(since, verification, now):
@@ -54,7 +55,7 @@ def select_verifiable(
     return tuple(due)
 
 
-def verification_due(since: datetime, verification: Verification, now: datetime) -> bool:
+def verification_due(since: datetime, verification: VerificationPolicy, now: datetime) -> bool:
     """True when a backup verified (or, never verified, created) at ``since`` is due
     at ``now``: ``frequencyDays`` or more ago; never when ``since`` is after ``now``."""
     return since <= now and now - since >= timedelta(days=verification.frequency_days)
