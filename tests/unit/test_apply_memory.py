@@ -19,16 +19,23 @@ from pathlib import Path
 import pytest
 
 from reconciler.crypto.keys import create_key_pair
-from reconciler.errors import LockedError, StorageFullError
-from reconciler.reconcile.actions import PruneBackups, RunBackup
+from reconciler.errors import LockedError, PermissionDeniedError, StorageFullError
+from reconciler.reconcile.actions import (
+    CleanupStaging,
+    PruneBackups,
+    RewrapKeys,
+    RunBackup,
+    UpdateSettings,
+)
 from reconciler.reconcile.apply import ApplyContext, Outcome, OutcomeStatus, apply_plan
 from reconciler.reconcile.observe import observe
 from reconciler.reconcile.plan import ConfigurationPlan, plan_configuration
 from reconciler.reconcile.policy.retention import Prunable
+from reconciler.reconcile.policy.settings import SettingChange
 from reconciler.reconcile.prepared import Prepared
 from reconciler.reconcile.render import render_text
 from reconciler.reconcile.session import complete_observation, desired_state, reconcile
-from reconciler.reconcile.state import Desired, ObservedState
+from reconciler.reconcile.state import CleanupItem, Desired, ObservedState
 from reconciler.repository.lock import RepositoryLock, read_lock
 from reconciler.repository.records import (
     CATALOG_KEY,
@@ -488,6 +495,47 @@ def test_a_failed_repository_init_skips_every_later_action(tmp_path: Path) -> No
     assert run.status is OutcomeStatus.SKIPPED
     assert run.message == "skipped because repository.init failed"
     assert region_storage.objects == {}
+
+
+class UndeletableStorage(MemoryStorage):
+    """A storage location that refuses every delete (a share without delete rights)."""
+
+    def delete(self, key: str) -> None:
+        raise PermissionDeniedError(f"{self.description} refuses to delete {key}")
+
+
+def test_a_failed_action_skips_the_later_actions_that_depend_on_it_and_no_others(
+    region: Region,
+) -> None:
+    region.reconcile(T0)
+    storage = UndeletableStorage("region")
+    storage.objects.update(region.storage.objects)
+    broken = Region(region.config, storage, Repository(storage, region.config.name))
+    later = T0 + timedelta(days=1)
+    leftover = CleanupItem("x.tmp-1", "a temporary object left by an interrupted write")
+    thumbprint = region.config.encryption.certificate.thumbprint
+    plan = ConfigurationPlan(
+        region.config.name,
+        storage.description,
+        later,
+        (
+            CleanupStaging("1 leftover of an interrupted run", (leftover,)),
+            UpdateSettings("1 setting changed", (SettingChange("spec.retention.days", 7, 7),)),
+            RunBackup("no Succeeded backup in the last 12 hours", "scheduled"),
+            RewrapKeys("nothing left to re-wrap", thumbprint, ()),
+            PruneBackups("nothing old enough", ()),
+        ),
+    )
+    outcomes = broken.apply(plan, later)
+    assert [(o.action.name, o.status) for o in outcomes] == [
+        ("staging.cleanup", OutcomeStatus.FAILED),
+        ("settings.update", OutcomeStatus.DONE),
+        ("backup.run", OutcomeStatus.SKIPPED),
+        ("key.rewrap", OutcomeStatus.DONE),
+        ("backup.prune", OutcomeStatus.SKIPPED),
+    ]
+    assert outcomes[2].message == "skipped because staging.cleanup failed"
+    assert len(broken.catalog()) == 1, "no backup was made over the leftovers"
 
 
 def test_a_backup_whose_sources_all_fail_is_recorded_as_failed(

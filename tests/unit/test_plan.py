@@ -16,6 +16,7 @@ from reconciler.crypto.keys import create_key_pair
 from reconciler.reconcile.actions import (
     CleanupStaging,
     InitRepository,
+    MigrateBackups,
     PruneBackups,
     RepairCatalog,
     RewrapKeys,
@@ -274,6 +275,44 @@ def test_a_changed_certificate_plans_a_key_rotation_counting_backups_on_the_old_
     text = render_text([plan])
     assert f"{DEMO_CERT.thumbprint} -> {other_certificate.thumbprint}" in text
     assert "3 existing backups stay on their keys" in text
+
+
+def test_each_action_is_marked_in_the_text_plan_by_what_it_does() -> None:
+    """+ creates, - deletes, ~ changes, ? only checks."""
+    old = backup(age=timedelta(days=30))
+    plan = ConfigurationPlan(
+        "region-west",
+        LOCATION,
+        NOW,
+        (
+            InitRepository("the repository does not exist yet"),
+            UpdateSettings("1 setting changed", ()),
+            RotateCredentials("the storage credentials changed"),
+            RotateKey("the certificate changed", "A" * 40, "B" * 40, 1),
+            RewrapKeys("1 backup is wrapped to an earlier certificate", "B" * 40, ()),
+            MigrateBackups("copy 1 backup", "local folder /old", (old,), ()),
+            CleanupStaging("1 leftover", ()),
+            RepairCatalog("the catalog disagrees", ()),
+            RunBackup("no backup exists yet", "scheduled"),
+            PruneBackups("1 backup older than 7 days", ()),
+            VerifyBackups("1 backup not verified", ()),
+        ),
+    )
+    lines = render_text([plan]).splitlines()
+    marks = [line.split()[:2] for line in lines if line.startswith("  ") and line[2] != " "]
+    assert marks == [
+        ["+", "repository.init"],
+        ["~", "settings.update"],
+        ["~", "credentials.rotate"],
+        ["~", "key.rotate"],
+        ["~", "key.rewrap"],
+        ["+", "backups.migrate"],
+        ["-", "staging.cleanup"],
+        ["~", "catalog.repair"],
+        ["+", "backup.run"],
+        ["-", "backup.prune"],
+        ["?", "backup.verify"],
+    ]
 
 
 def test_changed_credentials_plan_a_rotation_that_never_shows_the_secret() -> None:
