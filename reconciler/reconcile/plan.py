@@ -95,7 +95,7 @@ def plan_configuration(
                     on_old,
                 )
             )
-        rewrap, staying = _rewrap(desired, observed)
+        rewrap, staying = _plan_rewrap(desired, observed)
         if rewrap is not None:
             actions.append(rewrap)
         elif staying is not None:
@@ -174,7 +174,7 @@ def plan_configuration(
     )
 
 
-def _rewrap(desired: Desired, observed: ObservedState) -> tuple[RewrapKeys | None, str | None]:
+def _plan_rewrap(desired: Desired, observed: ObservedState) -> tuple[RewrapKeys | None, str | None]:
     """Return the key.rewrap action, or else a warning about backups no key can move."""
     encryption = desired.config.encryption
     if not encryption.rewrap_existing:
