@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.repository.records import LOCK_KEY, dumps
+from reconciler.repository.layout import LOCK_KEY
+from reconciler.repository.records import dumps
 from reconciler.timeutil import format_time, now_utc
 from tests.e2e.conftest import assert_one_clear_error
 from tests.e2e.processes import Background

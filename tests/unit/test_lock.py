@@ -15,8 +15,9 @@ import pytest
 
 from reconciler.errors import LockedError
 from reconciler.repository.fenced import FencedStorage
+from reconciler.repository.layout import LOCK_KEY
 from reconciler.repository.lock import CLAIMS_DIR, RepositoryLock, read_lock
-from reconciler.repository.records import LOCK_KEY, dumps
+from reconciler.repository.records import dumps
 from reconciler.storage.memory import MemoryStorage
 from reconciler.timeutil import format_time, now_utc
 
