@@ -15,8 +15,8 @@ from reconciler.cli.common import (
     pick_one,
 )
 from reconciler.reconcile.prepared import prepare
+from reconciler.repository.layout import LOCK_KEY
 from reconciler.repository.lock import read_lock
-from reconciler.repository.records import LOCK_KEY
 
 
 @click.command()

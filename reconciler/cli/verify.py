@@ -30,7 +30,6 @@ from reconciler.cli.common import (
 from reconciler.cli.keyring import key_options, key_ring_from_options, known_thumbprints
 from reconciler.crypto.keyring import KeyRing
 from reconciler.errors import BackupctlError, LockedError, StorageError
-from reconciler.repository.lock import RepositoryLock, read_lock
 from reconciler.repository.records import BackupRecord, BackupStatus
 from reconciler.repository.store import Repository
 from reconciler.spec.model import BackupConfiguration
@@ -158,13 +157,13 @@ def _record(
     """Record the verdicts under the repository lock; return the updated records.
 
     Returns None (and says so) when another process holds the lock."""
-    from reconciler.backup.verify import record_verifications
+    from reconciler.backup.verify import verdicts_of
 
     try:
-        with RepositoryLock(repository.storage, config.name, "backupctl verify"):
-            return record_verifications(repository, results, now_utc())
+        with repository.writer_lock("backupctl verify"):
+            return repository.record_verdicts(verdicts_of(results), now_utc())
     except LockedError:
-        holder = read_lock(repository.storage)
+        holder = repository.read_lock()
         who = holder.describe() if holder is not None else "another process"
         echo_err(
             f"note: {config.name}: the results were not recorded in the repository because"

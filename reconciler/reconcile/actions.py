@@ -14,8 +14,8 @@ from reconciler.reconcile.policy.retention import Prunable
 from reconciler.reconcile.policy.rewrap import RewrapItem, StayingItem
 from reconciler.reconcile.policy.settings import Scalar, SettingChange
 from reconciler.reconcile.policy.verification import Verifiable
-from reconciler.reconcile.state import CleanupItem, DriftItem
 from reconciler.repository.records import BackupRecord
+from reconciler.repository.survey import CleanupItem, DriftItem
 from reconciler.timeutil import format_time
 
 

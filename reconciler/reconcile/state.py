@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from reconciler.repository.catalog_head import CatalogHead
 from reconciler.repository.lock import LockHolder
 from reconciler.repository.records import AppliedSettings, BackupRecord
+from reconciler.repository.survey import CleanupItem, DriftItem
 from reconciler.spec.model import BackupConfiguration
 
 
@@ -26,31 +27,6 @@ class Desired:
     """Who the configured storage credentials belong to (never the secret)."""
     previous_public_keys: frozenset[str] = frozenset()
     """Public-key SHA-256 of each spec.encryption.previousKeys entry, loaded for key.rewrap."""
-
-
-@dataclass(frozen=True)
-class CleanupItem:
-    """Something an interrupted run left behind, and what cleanup does about it."""
-
-    path: str
-    reason: str
-    backup_id: str | None = None
-    committed: BackupRecord | None = None
-    """A backup whose manifest was written but which the catalog misses: re-add it."""
-
-
-@dataclass(frozen=True)
-class DriftItem:
-    """A difference between the catalog and the backups on the storage, made
-    outside backupctl (a folder deleted by hand, a damaged catalog), and how
-    catalog.repair corrects it."""
-
-    reason: str
-    backup_id: str | None = None
-    add: BackupRecord | None = None
-    """A committed backup the catalog misses: it is entered again."""
-    remove: bool = False
-    """A catalog entry whose backup is gone from the storage: it is dropped."""
 
 
 @dataclass(frozen=True)

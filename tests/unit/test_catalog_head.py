@@ -14,12 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reconciler.reconcile.plan import plan_configuration
-from reconciler.reconcile.policy import verification
 from reconciler.reconcile.policy.head import head_suffices
 from reconciler.reconcile.state import Desired
 from reconciler.repository.catalog_head import (
     TAIL_LIMIT,
-    VERIFIED_STATUSES,
     head_line,
     parse_head_line,
     summarize,
@@ -28,6 +26,7 @@ from reconciler.repository.records import BackupRecord, BackupStatus
 from reconciler.repository.store import Repository
 from reconciler.spec.model import Retention, Schedule, VerificationPolicy
 from reconciler.storage.memory import MemoryStorage
+from tests.plant import plant_catalog
 from tests.unit.planning_fixtures import (
     NOW,
     applied,
@@ -174,7 +173,7 @@ def test_a_catalog_with_its_head_is_still_one_json_object_and_the_head_is_read_a
     storage = MemoryStorage()
     repository = Repository(storage, "region-west")
     records = tuple(backup(age=timedelta(hours=h)) for h in range(200, 0, -1))
-    repository.write_catalog(records)
+    plant_catalog(repository, records)
     raw = storage.objects["catalog.json"]
 
     data = json.loads(raw)
@@ -193,7 +192,3 @@ def test_a_catalog_without_a_head_is_read_whole() -> None:
     assert repository.read_catalog_head() is None
     storage.objects["catalog.json"] = b'{"head": {"count": 1,'
     assert repository.read_catalog_head() is None  # damaged: the full read reports it
-
-
-def test_verification_checks_the_statuses_the_head_counts_from() -> None:
-    assert set(VERIFIED_STATUSES) == set(verification.VERIFIED_STATUSES)

@@ -34,7 +34,7 @@ from reconciler.reconcile.policy.verification import Verifiable
 from reconciler.reconcile.prepared import Prepared
 from reconciler.reconcile.render import render_json, render_markdown, render_text
 from reconciler.reconcile.session import complete_observation, desired_state
-from reconciler.reconcile.state import CleanupItem, Desired, DriftItem, ObservedState
+from reconciler.reconcile.state import Desired, ObservedState
 from reconciler.repository.credentials import fingerprint
 from reconciler.repository.records import (
     AppliedSettings,
@@ -43,6 +43,7 @@ from reconciler.repository.records import (
     KeyHistoryEntry,
 )
 from reconciler.repository.store import Repository
+from reconciler.repository.survey import CleanupItem, DriftItem
 from reconciler.spec.model import (
     BackupConfiguration,
     CommandSource,

@@ -14,6 +14,7 @@ import pytest
 from reconciler.crypto.certificates import load_certificate
 from reconciler.crypto.envelope import new_data_key, wrap_data_key
 from reconciler.errors import IntegrityError
+from reconciler.repository.layout import manifest_key
 from reconciler.repository.records import (
     AppliedSettings,
     BackupRecord,
@@ -25,7 +26,6 @@ from reconciler.repository.records import (
     StoredObject,
     dumps,
     loads,
-    manifest_key,
     record_from_json,
     record_to_json,
     settings_from_json,
@@ -33,6 +33,7 @@ from reconciler.repository.records import (
 )
 from reconciler.repository.store import Repository
 from reconciler.storage.memory import MemoryStorage
+from tests.plant import plant_manifest
 
 DEMO_CERT = load_certificate(
     Path(__file__).resolve().parents[2] / "examples" / "keys" / "demo-backup.cer"
@@ -281,7 +282,7 @@ def test_a_damaged_manifest_read_from_storage_names_the_object_and_repository() 
     storage = MemoryStorage("west")
     repository = Repository(storage, "region-west")
     record = full_record()
-    repository.write_manifest(record)
+    plant_manifest(repository, record)
     assert repository.read_manifest(record.id) == record
     storage.write_atomic(manifest_key(record.id), b'{"id": ')
     with pytest.raises(IntegrityError) as caught:

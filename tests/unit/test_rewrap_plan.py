@@ -15,8 +15,9 @@ from reconciler.reconcile.actions import RewrapKeys
 from reconciler.reconcile.plan import ConfigurationPlan, plan_configuration
 from reconciler.reconcile.policy.rewrap import select_rewrap
 from reconciler.reconcile.render import render_json, render_markdown, render_text
-from reconciler.reconcile.state import CleanupItem, Desired, DriftItem
+from reconciler.reconcile.state import Desired
 from reconciler.repository.records import BackupStatus
+from reconciler.repository.survey import CleanupItem, DriftItem
 from tests.unit.planning_fixtures import (
     DEMO_CERT,
     NOW,

@@ -5,15 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from reconciler.repository.catalog_head import VERIFIED_STATUSES
-from reconciler.repository.records import BackupRecord
+from reconciler.repository.records import VERIFIED_STATUSES, BackupRecord
 from reconciler.spec.model import VerificationPolicy
 from reconciler.timeutil import describe_age
 
-# VERIFIED_STATUSES lives with the catalog's head, which counts verify_since
-# over the same statuses. Corrupt backups are not re-checked on a schedule
-# (they stay Corrupt until a full `backupctl verify` with the key proves them
-# intact); Failed ones hold no data and Running ones are still being written.
+# Corrupt backups are not re-checked on a schedule (they stay Corrupt until a
+# full `backupctl verify` with the key proves them intact); Failed ones hold
+# no data and Running ones are still being written.
 
 
 @dataclass(frozen=True)
