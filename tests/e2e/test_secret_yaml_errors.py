@@ -29,7 +29,8 @@ def test_debug_traceback_of_a_secret_yaml_error_hides_the_text_too(
 ) -> None:
     config = workspace.examples / "smb.yaml"
     config.write_text(config.read_text().replace(PASSWORD_LINE, f"password: !!int {A}{B}"))
-    result = run("--debug", "validate", "-f", config)
+    result = run("--debug", "plan", "-f", config)
     assert result.code == 1, result.text
+    assert "Traceback" in result.err, "--debug shows where the error was raised"
     assert "password: invalid YAML in a secret field" in result.err
     assert_hidden(result.text)
