@@ -77,9 +77,15 @@ def _describe(error: ValidationError) -> str:
     instance = error.instance
     if _is_secret_ref(error.schema) and not isinstance(instance, dict):
         return SECRET_HINT
-    if secret_field_names() & {p for p in error.absolute_path if isinstance(p, str)}:
+    under_secret = bool(
+        secret_field_names() & {p for p in error.absolute_path if isinstance(p, str)}
+    )
+    if under_secret:
         # Whatever was written under a secret field may be a secret: never echo it.
         instance = "(value not shown)"
+    if kind == "additionalProperties" and under_secret:
+        # `password: {Sup3rS3cret}` is a mapping whose key is the secret.
+        return "unknown field (its name is not shown); use {env: NAME} or {file: PATH}"
     if kind == "additionalProperties":
         names = ", ".join(repr(n) for n in _unexpected(error))
         return (

@@ -34,3 +34,12 @@ def test_debug_traceback_of_a_secret_yaml_error_hides_the_text_too(
     assert "Traceback" in result.err, "--debug shows where the error was raised"
     assert "password: invalid YAML in a secret field" in result.err
     assert_hidden(result.text)
+
+
+def test_a_secret_written_as_a_mapping_key_is_not_echoed(workspace: Workspace, run: Runner) -> None:
+    # `{Sup3rS3cret}` is YAML for a mapping whose one key is the secret.
+    config = workspace.examples / "smb.yaml"
+    config.write_text(config.read_text().replace(PASSWORD_LINE, f"password: {{{A}{B}}}"))
+    result = run("validate", "-f", config)
+    assert_one_clear_error(result, "spec.storage.smb.password: unknown field", "{env: NAME}")
+    assert_hidden(result.text)
