@@ -41,6 +41,8 @@ def restore(
 
     if (to is None) == (not in_place):
         fail("give exactly one of --to DIR and --in-place")
+    if to is not None:
+        _check_folder(to)
     config = pick_one(load(config_path, check_validity=False), name, config_path)
     ring = key_ring_from_options(key_paths, key_dirs, key_passphrase_env)
     if ring is None:
@@ -73,3 +75,17 @@ def restore(
     click.echo(
         f"restored {len(restored)} source{'s' if len(restored) != 1 else ''} from {record.id}"
     )
+
+
+def _check_folder(to: Path) -> None:
+    """Refuse a --to that is, or lies under, something other than a folder.
+
+    Each source is restored into TO/<source>/: found only when creating that
+    folder, a file there would be reported as 'file exists'."""
+    for path in (to, *to.parents):
+        if path.is_dir():
+            return
+        if path.exists() or path.is_symlink():
+            what = "it" if path == to else str(path)
+            kind = "a file" if path.is_file() else "not a folder"
+            fail(f"the restore target {to} must be a folder, but {what} is {kind}")
