@@ -33,6 +33,7 @@ from reconciler.repository.records import (
     SourceResult,
     SourceStatus,
     backup_dir,
+    format_backup_id,
     object_key,
 )
 from reconciler.repository.store import Repository
@@ -42,7 +43,6 @@ from reconciler.sources.sqlite import snapshot_database
 from reconciler.sources.stats import SourceStats
 from reconciler.spec.model import BackupConfiguration, CommandSource, FilesSource, Source
 from reconciler.spec.secrets import environment_without_secrets
-from reconciler.timeutil import compact
 
 OBJECT_SUFFIX = {"files": "tar.zst.enc", "sqlite": "sqlite.zst.enc", "command": "dump.zst.enc"}
 
@@ -53,7 +53,7 @@ def object_name(source: Source) -> str:
 
 
 def new_backup_id(created_at: datetime) -> str:
-    return f"{compact(created_at)}-{secrets.token_hex(3)}"
+    return format_backup_id(created_at, secrets.token_hex(3))
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,19 @@ interrupted run or a damaged catalog makes it read manifests.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from reconciler.errors import IntegrityError, ObjectNotFoundError
 from reconciler.repository.catalog_head import CatalogHead, ids_digest
 from reconciler.repository.lock import LockHolder, read_lock, stale_reason
-from reconciler.repository.records import AppliedSettings, BackupRecord, BackupStatus, backup_dir
+from reconciler.repository.records import (
+    AppliedSettings,
+    BackupRecord,
+    BackupStatus,
+    backup_dir,
+    parse_backup_id,
+)
 from reconciler.repository.store import Repository
 from reconciler.storage.base import TEMP_MARKER
 
@@ -181,9 +186,6 @@ def _interrupted(
     )
 
 
-BACKUP_ID = re.compile(r"^(\d{8}T\d{6}Z)-[0-9a-f]{6}$")
-
-
 def _unlisted(
     repository: Repository,
     backup_id: str,
@@ -194,8 +196,8 @@ def _unlisted(
     """Sort a backup folder the catalog does not know into drift or cleanup.
 
     Folders whose names are not backup ids are not ours and are left alone."""
-    match = BACKUP_ID.match(backup_id)
-    if match is None:
+    created_at = parse_backup_id(backup_id)
+    if created_at is None:
         return
     try:
         committed: BackupRecord | None = repository.read_manifest(backup_id)
@@ -204,7 +206,7 @@ def _unlisted(
     except IntegrityError as exc:
         # Never delete a backup because its manifest is damaged: list it as
         # Corrupt, so an operator sees it and retention eventually removes it.
-        committed = _corrupt_placeholder(repository.name, backup_id, match.group(1), str(exc))
+        committed = _corrupt_placeholder(repository.name, backup_id, created_at, str(exc))
     if committed is None:
         cleanup.append(
             CleanupItem(
@@ -227,9 +229,8 @@ def _unlisted(
 
 
 def _corrupt_placeholder(
-    configuration: str, backup_id: str, created: str, problem: str
+    configuration: str, backup_id: str, created_at: datetime, problem: str
 ) -> BackupRecord:
-    created_at = datetime.strptime(created, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     return BackupRecord(
         id=backup_id,
         configuration=configuration,

@@ -13,14 +13,16 @@ Layout under ``<location>/<name>/``::
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from reconciler.crypto.envelope import WrappedKey
 from reconciler.errors import IntegrityError
-from reconciler.timeutil import format_time, parse_time
+from reconciler.timeutil import compact, format_time, parse_time
 
 FORMAT_NAME = "backupctl-repository"
 FORMAT_VERSION = 1
@@ -31,6 +33,25 @@ CATALOG_KEY = "catalog.json"
 LOCK_KEY = "lock.json"
 BACKUPS_DIR = "backups"
 MANIFEST_NAME = "manifest.json"
+
+
+BACKUP_ID = re.compile(r"(\d{8}T\d{6}Z)-[0-9a-f]{6}")
+"""A backup's id: its creation time (UTC, to the second) and six random hex
+digits, e.g. ``20261125T120000Z-1a2b3c``. It is also a folder name on the
+storage, so nothing that is not an id may be used as one."""
+
+
+def format_backup_id(created_at: datetime, suffix: str) -> str:
+    """The id of a backup created at ``created_at``; ``suffix`` is six hex digits."""
+    return f"{compact(created_at)}-{suffix}"
+
+
+def parse_backup_id(text: str) -> datetime | None:
+    """The creation time ``text`` names when it is a backup id, else None."""
+    match = BACKUP_ID.fullmatch(text)
+    if match is None:
+        return None
+    return datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
 
 
 def backup_dir(backup_id: str) -> str:
@@ -108,6 +129,14 @@ class BackupRecord:
 
     def summary(self) -> BackupRecord:
         return replace(self, wrapped_key=None)
+
+
+def newest_succeeded(backups: Iterable[BackupRecord]) -> BackupRecord | None:
+    """The newest Succeeded backup by creation time (ties: the greater id), or
+    None when none succeeded: what ``latest`` names and what counts as the last
+    success. Corrupt, failed and partial backups never qualify."""
+    succeeded = [b for b in backups if b.status is BackupStatus.SUCCEEDED]
+    return max(succeeded, key=lambda b: (b.created_at, b.id), default=None)
 
 
 @dataclass(frozen=True)
