@@ -150,10 +150,8 @@ def verify_backups(
         done.append(result)
         if on_configuration is not None:
             on_configuration(result)
-    report = VerifyReport(selector, ring is not None, tuple(done), found_nowhere=False)
-    if one_of_many and not report.checked and not report.errors:
-        return VerifyReport(selector, ring is not None, tuple(done), found_nowhere=True)
-    return report
+    found_nowhere = one_of_many and not any(c.checked or c.error for c in done)
+    return VerifyReport(selector, ring is not None, tuple(done), found_nowhere)
 
 
 def _verify_configuration(

@@ -132,6 +132,27 @@ def test_a_selector_that_is_no_backup_id_is_refused_and_an_unknown_id_is_named(
         queries.show_backup(config, "20200101T000000Z-000000")
 
 
+def test_a_backup_id_asked_of_several_configurations_is_checked_where_it_is(
+    config: BackupConfiguration, tmp_path: Path
+) -> None:
+    (tmp_path / "east").mkdir()
+    east_yaml = CONFIG.replace("region-west", "region-east").replace("./repository", "./east")
+    (tmp_path / "east.yaml").write_text(east_yaml, encoding="utf-8")
+    [east] = load_configurations(tmp_path / "east.yaml")
+    west_backup = run_backup(repository_of(config), config, T0, "scheduled")
+    run_backup(repository_of(east), east, T0, "scheduled")
+    found = verify_backups([config, east], west_backup.id, None)
+    assert [len(c.checked) for c in found.configurations] == [1, 0]
+    assert (found.found_nowhere, found.ok) == (False, True)
+    nowhere = verify_backups([config, east], "20200101T000000Z-000000", None)
+    assert (nowhere.checked, nowhere.errors, nowhere.found_nowhere, nowhere.ok) == (
+        0,
+        0,
+        True,
+        False,
+    )
+
+
 def lock_json(nonce: str, command: str) -> bytes:
     now = now_utc()
     return dumps(
