@@ -6,11 +6,12 @@ from pathlib import Path
 
 import click
 
-from reconciler.cli.backups import find_backup, open_repository
 from reconciler.cli.common import config_option, fail, handle_errors, load, pick_one
-from reconciler.cli.keyring import key_options, key_ring_from_options, known_thumbprints
+from reconciler.cli.keyring import key_options, key_ring_from_options
 from reconciler.cli.progress import TransferProgress
 from reconciler.timeutil import format_time
+from reconciler.usecases.restore import restore as restore_use_case
+from reconciler.usecases.restore import select_restore
 
 
 @click.command()
@@ -36,9 +37,6 @@ def restore(
     name: str | None,
 ) -> None:
     """Decrypt a backup with the private key and restore it."""
-    # Here, not at the top: every other command would pay for importing it.
-    from reconciler.backup.restore import RestoreRequest, data_key_for, restore_backup
-
     if (to is None) == (not in_place):
         fail("give exactly one of --to DIR and --in-place")
     if to is not None:
@@ -47,13 +45,11 @@ def restore(
     ring = key_ring_from_options(key_paths, key_dirs, key_passphrase_env)
     if ring is None:
         fail("restoring needs the private key: give --key KEYFILE or --key-dir DIR")
-    repository = open_repository(config)
-    record = find_backup(repository, backup_id)
-    data_key = data_key_for(record, ring, known_thumbprints(repository))
-    request = RestoreRequest(to=to.resolve() if to else None, sources=sources, force=force)
+    selection = select_restore(config, backup_id, ring)
+    record = selection.backup
     created = format_time(record.created_at)
     click.echo(f"restoring backup {record.id} ({record.status}, created {created})")
-    sizes = {s.name: s.object.size_bytes for s in record.sources if s.object is not None}
+    sizes = selection.stored_sizes()
 
     def on_source(name: str) -> None:
         progress.finish()
@@ -61,20 +57,13 @@ def restore(
         progress.start(f"  {name}: reading", sizes.get(name))
 
     with TransferProgress() as progress:
-        restored = restore_backup(
-            repository,
-            config,
-            record,
-            data_key,
-            request,
-            on_source=on_source,
-            on_bytes=progress.advance,
+        report = restore_use_case(
+            selection, to, sources, force, on_source=on_source, on_bytes=progress.advance
         )
-    for item in restored:
+    for item in report.restored:
         click.echo(f"  {item.name}: restored to {item.target}")
-    click.echo(
-        f"restored {len(restored)} source{'s' if len(restored) != 1 else ''} from {record.id}"
-    )
+    count = len(report.restored)
+    click.echo(f"restored {count} source{'s' if count != 1 else ''} from {record.id}")
 
 
 def _check_folder(to: Path) -> None:
