@@ -30,7 +30,10 @@ LOCK_KEY = "lock.json"
 BACKUPS_DIR = "backups"
 MANIFEST_NAME = "manifest.json"
 
-_BACKUP_ID = re.compile(r"^(\d{8}T\d{6}Z)-[0-9a-f]{6}$")
+BACKUP_ID = re.compile(r"(\d{8}T\d{6}Z)-[0-9a-f]{6}")
+"""A backup's id: its creation time (UTC, to the second) and six random hex
+digits, e.g. ``20261125T120000Z-1a2b3c``. It is also a folder name on the
+storage, so nothing that is not an id may be used as one."""
 _ID_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
 
 _OBJECT_SUFFIX = {"files": "tar.zst.enc", "sqlite": "sqlite.zst.enc", "command": "dump.zst.enc"}
@@ -38,19 +41,20 @@ _OBJECT_SUFFIX = {"files": "tar.zst.enc", "sqlite": "sqlite.zst.enc", "command":
 
 def new_backup_id(created_at: datetime) -> str:
     """A fresh id: the creation time (sortable, readable on the share) and a random tail."""
-    return f"{compact(created_at)}-{secrets.token_hex(3)}"
+    return format_backup_id(created_at, secrets.token_hex(3))
 
 
-def is_backup_id(name: str) -> bool:
-    """True when ``name`` has the form of a backup id (folders of other names are not ours)."""
-    return _BACKUP_ID.match(name) is not None
+def format_backup_id(created_at: datetime, suffix: str) -> str:
+    """The id of a backup created at ``created_at``; ``suffix`` is six hex digits."""
+    return f"{compact(created_at)}-{suffix}"
 
 
-def backup_id_time(backup_id: str) -> datetime:
-    """The creation time written into a backup id. Raises ValueError for a non-id."""
-    match = _BACKUP_ID.match(backup_id)
+def parse_backup_id(text: str) -> datetime | None:
+    """The creation time ``text`` names when it is a backup id, else None
+    (folders of other names are not ours)."""
+    match = BACKUP_ID.fullmatch(text)
     if match is None:
-        raise ValueError(f"{backup_id!r} is not a backup id")
+        return None
     return datetime.strptime(match.group(1), _ID_TIME_FORMAT).replace(tzinfo=UTC)
 
 

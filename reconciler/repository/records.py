@@ -5,6 +5,7 @@ Where each is stored is ``repository.layout``'s business."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -94,6 +95,14 @@ def status_of_sources(sources: tuple[SourceResult, ...]) -> BackupStatus:
     if failed == 0:
         return BackupStatus.SUCCEEDED
     return BackupStatus.FAILED if failed == len(sources) else BackupStatus.PARTIALLY_SUCCEEDED
+
+
+def newest_succeeded(backups: Iterable[BackupRecord]) -> BackupRecord | None:
+    """The newest Succeeded backup by creation time (ties: the greater id), or
+    None when none succeeded: what ``latest`` names and what counts as the last
+    success. Corrupt, failed and partial backups never qualify."""
+    succeeded = [b for b in backups if b.status is BackupStatus.SUCCEEDED]
+    return max(succeeded, key=lambda b: (b.created_at, b.id), default=None)
 
 
 @dataclass(frozen=True)

@@ -151,6 +151,16 @@ class Repository:
         """Who holds the writer lock, None when nobody does."""
         return read_lock(self.storage, LOCK_KEY)
 
+    def break_lock(self, seen: LockHolder) -> LockHolder | None:
+        """Remove the lock ``seen`` (left by a dead process); return the lock's
+        current holder instead, breaking nothing, when it changed hands since
+        it was seen. Raises StorageError."""
+        current = self.read_lock()
+        if current is not None and current.nonce != seen.nonce:
+            return current
+        self.storage.delete(LOCK_KEY)
+        return None
+
     def writer_lock(
         self, command: str, ttl: timedelta = DEFAULT_TTL, timeout: float = 0.0
     ) -> RepositoryLock:

@@ -10,11 +10,12 @@ damaged catalog). A survey finds both; ``Repository.clean_up`` and
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from reconciler.errors import IntegrityError, ObjectNotFoundError
 from reconciler.repository.catalog import Catalog
-from reconciler.repository.layout import backup_dir, backup_id_time, is_backup_id
+from reconciler.repository.layout import backup_dir, parse_backup_id
 from reconciler.repository.records import BackupRecord, BackupStatus
 
 
@@ -140,7 +141,8 @@ def _unlisted(
     """Sort a backup folder the catalog does not know into drift or cleanup.
 
     Folders whose names are not backup ids are not ours and are left alone."""
-    if not is_backup_id(backup_id):
+    created_at = parse_backup_id(backup_id)
+    if created_at is None:
         return
     try:
         committed: BackupRecord | None = repository.read_manifest(backup_id)
@@ -149,7 +151,7 @@ def _unlisted(
     except IntegrityError as exc:
         # Never delete a backup because its manifest is damaged: list it as
         # Corrupt, so an operator sees it and retention eventually removes it.
-        committed = _corrupt_placeholder(repository.name, backup_id, str(exc))
+        committed = _corrupt_placeholder(repository.name, backup_id, created_at, str(exc))
     if committed is None:
         cleanup.append(
             CleanupItem(
@@ -171,8 +173,9 @@ def _unlisted(
     )
 
 
-def _corrupt_placeholder(configuration: str, backup_id: str, problem: str) -> BackupRecord:
-    created_at = backup_id_time(backup_id)
+def _corrupt_placeholder(
+    configuration: str, backup_id: str, created_at: datetime, problem: str
+) -> BackupRecord:
     return BackupRecord(
         id=backup_id,
         configuration=configuration,
