@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, assert_never
 
 from reconciler.crypto.keyring import KeyRing
 from reconciler.crypto.keys import PrivateKey
@@ -33,6 +33,7 @@ from reconciler.reconcile.actions import (
 )
 from reconciler.reconcile.plan import ConfigurationPlan
 from reconciler.reconcile.policy.retention import select_prunable
+from reconciler.reconcile.policy.settings import configured_settings
 from reconciler.repository.credentials import fingerprint
 from reconciler.repository.records import (
     AppliedSettings,
@@ -105,11 +106,39 @@ def apply_plan(
 
 
 def _execute(action: Action, context: ApplyContext) -> Outcome:
-    executor: Callable[[Any, ApplyContext], Outcome] = _EXECUTORS[action.name]
     try:
-        return executor(action, context)
+        return _dispatch(action, context)
     except BackupctlError as exc:
         return Outcome(action, OutcomeStatus.FAILED, str(exc))
+
+
+def _dispatch(action: Action, context: ApplyContext) -> Outcome:
+    """Run ``action``'s executor. mypy checks that every kind of action has one."""
+    match action:
+        case InitRepository():
+            return _init(action, context)
+        case UpdateSettings():
+            return _update_settings(action, context)
+        case RotateCredentials():
+            return _rotate_credentials(action, context)
+        case RotateKey():
+            return _rotate_key(action, context)
+        case RewrapKeys():
+            return _rewrap(action, context)
+        case MigrateBackups():
+            return _migrate(action, context)
+        case CleanupStaging():
+            return _cleanup(action, context)
+        case RepairCatalog():
+            return _repair(action, context)
+        case RunBackup():
+            return _run(action, context)
+        case VerifyBackups():
+            return _verify(action, context)
+        case PruneBackups():
+            return _prune(action, context)
+        case _:
+            assert_never(action)
 
 
 def _settings(context: ApplyContext) -> AppliedSettings:
@@ -136,23 +165,11 @@ def _key_entry(context: ApplyContext) -> KeyHistoryEntry:
     )
 
 
-def _configured_settings(config: BackupConfiguration) -> dict[str, Any]:
-    """The AppliedSettings fields that come straight from the configuration."""
-    return {
-        "schedule_enabled": config.schedule.enabled,
-        "frequency_hours": config.schedule.frequency_hours,
-        "retry_after_minutes": config.schedule.retry_after_minutes,
-        "retention_days": config.retention.days,
-        "min_backups": config.retention.min_backups,
-        "verification_days": config.verification.frequency_days if config.verification else None,
-    }
-
-
 def _init(action: InitRepository, context: ApplyContext) -> Outcome:
     config = context.config
     repository = context.repository
     settings = AppliedSettings(
-        **_configured_settings(config),
+        **configured_settings(config),
         active_key=config.encryption.certificate.thumbprint,
         key_history=(_key_entry(context),),
         credentials=_credential_fingerprint(context),
@@ -164,7 +181,7 @@ def _init(action: InitRepository, context: ApplyContext) -> Outcome:
 
 def _update_settings(action: UpdateSettings, context: ApplyContext) -> Outcome:
     config = context.config
-    settings = replace(_settings(context), **_configured_settings(config))
+    settings = replace(_settings(context), **configured_settings(config))
     context.repository.write_settings(settings)
     changed = ", ".join(f"{c.field} {c.old} -> {c.new}" for c in action.changes)
     return Outcome(action, OutcomeStatus.DONE, changed)
@@ -331,18 +348,3 @@ def _verify(action: VerifyBackups, context: ApplyContext) -> Outcome:
     return Outcome(
         action, OutcomeStatus.DONE, f"{summary}: every object has its recorded size and SHA-256"
     )
-
-
-_EXECUTORS: dict[str, Callable[[Any, ApplyContext], Outcome]] = {
-    InitRepository.name: _init,
-    UpdateSettings.name: _update_settings,
-    RotateCredentials.name: _rotate_credentials,
-    RotateKey.name: _rotate_key,
-    RewrapKeys.name: _rewrap,
-    MigrateBackups.name: _migrate,
-    CleanupStaging.name: _cleanup,
-    RepairCatalog.name: _repair,
-    RunBackup.name: _run,
-    VerifyBackups.name: _verify,
-    PruneBackups.name: _prune,
-}
