@@ -69,8 +69,9 @@ from reconciler.errors import (
     StorageFullError,
     UnreachableError,
 )
-from reconciler.storage.base import CHUNK_SIZE, Entry, ObjectWriter, parent_of
+from reconciler.storage.base import CHUNK_SIZE, Entry, parent_of
 from reconciler.storage.keys import check_key, temp_name_for
+from reconciler.streams import ByteSink
 
 RANGE_SIZE = 4 * 1024 * 1024
 """Largest body Put Range accepts; also the size of download ranges."""
@@ -441,7 +442,7 @@ class AzureFilesStorage:
             out.write(data)
 
     @contextmanager
-    def open_write(self, key: str) -> Iterator[ObjectWriter]:
+    def open_write(self, key: str) -> Iterator[ByteSink]:
         """Upload under a temporary name, then rename over the key (see the module doc)."""
         what = f"cannot write {self._where(key)}"
         path = self._path(key)
@@ -724,7 +725,7 @@ class _RangeReader(io.RawIOBase):
 
 
 class _RangeWriter:
-    """An ObjectWriter that uploads in ranges of at most 4 MiB; holds one range in memory."""
+    """An ByteSink that uploads in ranges of at most 4 MiB; holds one range in memory."""
 
     def __init__(self, upload: Callable[[int, bytes], str | None]) -> None:
         self._upload = upload

@@ -21,8 +21,9 @@ from reconciler.errors import (
     StorageFullError,
     UnreachableError,
 )
-from reconciler.storage.base import Entry, ObjectWriter
+from reconciler.storage.base import Entry
 from reconciler.storage.keys import check_key, temp_name_for
+from reconciler.streams import ByteSink
 
 
 class LocalStorage:
@@ -89,7 +90,7 @@ class LocalStorage:
             out.write(data)
 
     @contextmanager
-    def open_write(self, key: str) -> Iterator[ObjectWriter]:
+    def open_write(self, key: str) -> Iterator[ByteSink]:
         path = self._path(key)
         temp = path.with_name(temp_name_for(path.name))
         try:

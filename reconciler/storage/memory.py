@@ -8,8 +8,9 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, BinaryIO
 
 from reconciler.errors import ObjectExistsError, ObjectNotFoundError
-from reconciler.storage.base import Entry, ObjectWriter
+from reconciler.storage.base import Entry
 from reconciler.storage.keys import check_key
+from reconciler.streams import ByteSink
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -67,7 +68,7 @@ class MemoryStorage:
         self.objects[key] = bytes(data)
 
     @contextmanager
-    def open_write(self, key: str) -> Iterator[ObjectWriter]:
+    def open_write(self, key: str) -> Iterator[ByteSink]:
         buffer = io.BytesIO()
         yield buffer
         self.write_atomic(key, buffer.getvalue())

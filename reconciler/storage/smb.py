@@ -42,8 +42,9 @@ from reconciler.errors import (
     StorageFullError,
     UnreachableError,
 )
-from reconciler.storage.base import CHUNK_SIZE, Entry, ObjectWriter
+from reconciler.storage.base import CHUNK_SIZE, Entry
 from reconciler.storage.keys import check_key, temp_name_for
+from reconciler.streams import ByteSink
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -565,7 +566,7 @@ class SmbStorage:
             out.write(data)
 
     @contextmanager
-    def open_write(self, key: str) -> Iterator[ObjectWriter]:
+    def open_write(self, key: str) -> Iterator[ByteSink]:
         """A streaming writer that commits atomically when the block exits.
 
         Data goes to a temporary name, sent in 1 MiB pieces, and is renamed
