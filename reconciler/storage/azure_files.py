@@ -34,7 +34,6 @@ import base64
 import binascii
 import contextlib
 import errno
-import io
 import logging
 import random
 import socket
@@ -69,8 +68,15 @@ from reconciler.errors import (
     StorageFullError,
     UnreachableError,
 )
-from reconciler.storage.base import CHUNK_SIZE, Entry, parent_of
+from reconciler.storage.base import Entry, parent_of
 from reconciler.storage.keys import check_key, temp_name_for
+from reconciler.storage.plumbing import (
+    ChunkingWriter,
+    buffered_reader,
+    remove_tree,
+    staged,
+    write_whole,
+)
 from reconciler.streams import ByteSink
 
 RANGE_SIZE = 4 * 1024 * 1024
@@ -433,13 +439,11 @@ class AzureFilesStorage:
         with self._boundary(what):
             properties = client.get_file_properties()
         fetch = self._range_fetcher(client, str(properties.etag), what)
-        raw = _RangeReader(int(properties.size), fetch)
-        with io.BufferedReader(raw, buffer_size=CHUNK_SIZE) as stream:
+        with buffered_reader(_Ranges(int(properties.size), fetch).fill) as stream:
             yield stream
 
     def write_atomic(self, key: str, data: bytes) -> None:
-        with self.open_write(key) as out:
-            out.write(data)
+        write_whole(self, key, data)
 
     @contextmanager
     def open_write(self, key: str) -> Iterator[ByteSink]:
@@ -448,14 +452,13 @@ class AzureFilesStorage:
         path = self._path(key)
         temp = self._temp_path(path)
         writer = _RangeWriter(self._range_uploader(temp, what))
-        try:
-            yield writer
+
+        def commit() -> None:
             writer.close()
             self._commit(temp, path, writer.file_id, overwrite=True, what=what)
-        except BaseException:
-            if writer.started:
-                self._discard(temp)
-            raise
+
+        with staged(writer, commit, self._discarder(writer, temp)) as out:
+            yield out
 
     def create_exclusive(self, key: str, data: bytes) -> None:
         """Write a temporary file, then rename it onto the key without replacing."""
@@ -463,16 +466,15 @@ class AzureFilesStorage:
         path = self._path(key)
         temp = self._temp_path(path)
         writer = _RangeWriter(self._range_uploader(temp, what))
-        try:
-            writer.write(data)
+
+        def commit() -> None:
             writer.close()
             # overwrite=False: the service refuses the rename if the key
             # exists, atomically; that is the exclusive create.
             self._commit(temp, path, writer.file_id, overwrite=False, what=what)
-        except BaseException:
-            if writer.started:
-                self._discard(temp)
-            raise
+
+        with staged(writer, commit, self._discarder(writer, temp)) as out:
+            out.write(data)
 
     def size(self, key: str) -> int:
         with self._boundary(f"cannot read {self._where(key)}"):
@@ -495,7 +497,7 @@ class AzureFilesStorage:
             found = self._list(self._path(key))
         entries = [
             Entry(item.name, True, 0)
-            if isinstance(item, DirectoryProperties)
+            if _is_directory(item)
             else Entry(item.name, False, int(item.size))
             for item in found
         ]
@@ -542,12 +544,16 @@ class AzureFilesStorage:
 
     def _delete_tree(self, path: str) -> None:
         """Delete a directory bottom-up: the service deletes only empty directories."""
-        for item in self._list(path):
-            child = f"{path}/{item.name}" if path else str(item.name)
-            if isinstance(item, DirectoryProperties):
-                self._delete_tree(child)
-            else:
-                self._delete_file(child)
+
+        def children(folder: str) -> list[tuple[str, bool]]:
+            return [
+                (f"{folder}/{item.name}" if folder else str(item.name), _is_directory(item))
+                for item in self._list(folder)
+            ]
+
+        remove_tree(path, children, self._delete_file, self._delete_directory)
+
+    def _delete_directory(self, path: str) -> None:
         if not path:
             return  # the share's root directory cannot be deleted, only emptied
         try:
@@ -626,11 +632,17 @@ class AzureFilesStorage:
             raise
         return str(file_id) if file_id else None
 
-    def _discard(self, path: str) -> None:
-        """Best-effort removal of a temporary file after a failure; staging
-        cleanup finds what is left (its name holds TEMP_MARKER)."""
-        with contextlib.suppress(AzureError):
-            self._file(path).delete_file(retry_total=0)
+    def _discarder(self, writer: _RangeWriter, path: str) -> Callable[[BaseException], None]:
+        """Best-effort removal of the temporary file ``writer`` may have created,
+        after a failure; staging cleanup finds what is left (its name holds
+        TEMP_MARKER)."""
+
+        def discard(_: BaseException) -> None:
+            if writer.started:
+                with contextlib.suppress(AzureError):
+                    self._file(path).delete_file(retry_total=0)
+
+        return discard
 
     # -- helpers: download ---------------------------------------------------------
 
@@ -660,6 +672,11 @@ class AzureFilesStorage:
             )
 
         return fetch
+
+
+def _is_directory(item: Any) -> bool:
+    """Whether an item of a directory listing is a directory (else a file)."""
+    return isinstance(item, DirectoryProperties)
 
 
 def _interrupted(exc: AzureError) -> bool:
@@ -695,22 +712,19 @@ def _network_reason(exc: BaseException) -> str:
     return ""
 
 
-class _RangeReader(io.RawIOBase):
-    """A raw stream over a file of known size, fetched one 4 MiB range at a time."""
+class _Ranges:
+    """The content of a file of known size, fetched one 4 MiB range at a time
+    and handed out in whatever pieces the reader asks for."""
 
     def __init__(self, size: int, fetch: Callable[[int, int], bytes]) -> None:
-        super().__init__()
         self._size = size
         self._fetch = fetch
         self._position = 0
         self._chunk = b""
         self._chunk_start = 0
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
+    def fill(self, view: memoryview) -> int:
+        """Copy the next bytes into ``view``; returns the count, 0 at the end."""
         if self._position >= self._size or not len(view):
             return 0
         offset = self._position - self._chunk_start
@@ -725,31 +739,28 @@ class _RangeReader(io.RawIOBase):
 
 
 class _RangeWriter:
-    """An ByteSink that uploads in ranges of at most 4 MiB; holds one range in memory."""
+    """A ByteSink that uploads in ranges of at most 4 MiB; holds one range in memory."""
 
     def __init__(self, upload: Callable[[int, bytes], str | None]) -> None:
         self._upload = upload
-        self._buffer = bytearray()
+        self._chunks = ChunkingWriter(self._send, RANGE_SIZE)
         self._offset = 0
         self.started = False  # a file may exist on the server: discard it on failure
         self.file_id: str | None = None  # the id the service gave the file it created
 
     def write(self, data: bytes | memoryview, /) -> int:
-        self._buffer += data
-        while len(self._buffer) >= RANGE_SIZE:
-            self._flush(RANGE_SIZE)
-        return memoryview(data).nbytes
+        return self._chunks.write(data)
 
     def close(self) -> None:
         """Upload what is buffered; an object never written to is created empty."""
-        if self._buffer or not self.started:
-            self._flush(len(self._buffer))
+        self._chunks.flush()
+        if not self.started:
+            self._send(memoryview(b""))
 
-    def _flush(self, count: int) -> None:
-        piece = bytes(self._buffer[:count])
-        del self._buffer[:count]
+    def _send(self, piece: memoryview) -> None:
+        data = bytes(piece)
         self.started = True
-        file_id = self._upload(self._offset, piece)
+        file_id = self._upload(self._offset, data)
         if file_id is not None:
             self.file_id = file_id
-        self._offset += count
+        self._offset += len(data)
