@@ -175,10 +175,11 @@ class _QuickRetry(ExponentialRetry):
 
     FIRST_BACKOFF = 0.25
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, sleep: Callable[[float], None]) -> None:
         super().__init__(
             retry_total=total, retry_connect=total, retry_read=total, retry_status=total
         )
+        self._sleep = sleep
         # True after a request failed to connect through every retry, until a
         # request gets through again. Meanwhile requests try to connect once:
         # after a backup failed on a dead account, its clean-up and the lock
@@ -204,6 +205,12 @@ class _QuickRetry(ExponentialRetry):
     def get_backoff_time(self, settings: dict[str, Any]) -> float:
         base = self.FIRST_BACKOFF * 2 ** max(0, int(settings["count"]) - 1)
         return random.uniform(0.8 * base, 1.2 * base)
+
+    def sleep(self, settings: dict[str, Any], transport: Any) -> None:
+        """Wait the backoff with the storage's sleep (the transport's is time.sleep)."""
+        backoff = self.get_backoff_time(settings)
+        if backoff > 0:
+            self._sleep(backoff)
 
 
 def _account_name(account_url: str) -> str:
@@ -261,12 +268,16 @@ class AzureFilesStorage:
         credential: AzureCredential,
         *,
         retry_total: int = 4,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """``retry_total`` bounds the SDK's retries of a request; ``sleep`` waits
+        between any two tries (tests pass a recording one)."""
         self._url = _public(account_url)
         self._account = _account_name(account_url)
         self._share_name = share
         self._root = _directory_parts(directory)
         self._retry_total = retry_total
+        self._sleep = sleep
         self._share = self._make_client(account_url, credential)
 
     def _make_client(self, account_url: str, credential: AzureCredential) -> ShareClient:
@@ -276,7 +287,7 @@ class AzureFilesStorage:
                 account_url,
                 self._share_name,
                 credential=sdk_credential,
-                retry_policy=_QuickRetry(self._retry_total),
+                retry_policy=_QuickRetry(self._retry_total, self._sleep),
                 connection_timeout=CONNECT_TIMEOUT_SECONDS,
                 **options,
             )
@@ -654,7 +665,7 @@ class AzureFilesStorage:
         def fetch(offset: int, length: int) -> bytes:
             for attempt in range(READ_ATTEMPTS):
                 if attempt:
-                    time.sleep(_QuickRetry.FIRST_BACKOFF * 2 ** (attempt - 1))
+                    self._sleep(_QuickRetry.FIRST_BACKOFF * 2 ** (attempt - 1))
                 try:
                     download = client.download_file(offset=offset, length=length)
                     data = download.readall()

@@ -230,7 +230,8 @@ class SmbStorage:
     """A repository folder ``\\\\server\\share\\folder`` on an SMB share.
 
     ``require_encryption`` refuses servers without SMB 3 encryption; without
-    it, encryption is still used whenever the server supports it."""
+    it, encryption is still used whenever the server supports it. ``sleep``
+    waits between retries (tests pass a recording one)."""
 
     def __init__(
         self,
@@ -243,6 +244,7 @@ class SmbStorage:
         password: str | None,
         require_encryption: bool = False,
         connection_timeout: float = 15.0,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not server or not share or "/" in share or "\\" in share:
             raise ValueError(f"invalid SMB server {server!r} or share {share!r}")
@@ -254,6 +256,7 @@ class SmbStorage:
         self._password = password
         self._require_encryption = require_encryption
         self._timeout = connection_timeout
+        self._sleep = sleep
         self._cache: dict[str, Any] = {}
         # None until the first logon showed whether the server can encrypt.
         self._encrypt: bool | None = None
@@ -387,11 +390,11 @@ class SmbStorage:
             except Exception as exc:
                 status = _nt_status(exc)
                 if status in busy and busy_tries + 1 < _BUSY_ATTEMPTS:
-                    time.sleep(_BUSY_BACKOFF * 2**busy_tries)
+                    self._sleep(_BUSY_BACKOFF * 2**busy_tries)
                     busy_tries += 1
                 elif idempotent and _connection_lost(exc) and lost_tries + 1 < _LOST_ATTEMPTS:
                     self.close()
-                    time.sleep(_LOST_BACKOFF * 2**lost_tries)
+                    self._sleep(_LOST_BACKOFF * 2**lost_tries)
                     lost_tries += 1
                 else:
                     raise self._error(exc, action, parts, writing=writing) from exc
