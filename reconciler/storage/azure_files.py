@@ -40,7 +40,6 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any, BinaryIO, NoReturn
 from urllib.parse import urlsplit
 
@@ -70,6 +69,11 @@ from reconciler.errors import (
 )
 from reconciler.storage.base import Entry, parent_of
 from reconciler.storage.keys import check_key, temp_name_for
+from reconciler.storage.locations import AccountKey as AccountKey
+from reconciler.storage.locations import AzureCredential as AzureCredential
+from reconciler.storage.locations import ClientSecret as ClientSecret
+from reconciler.storage.locations import DefaultCredential as DefaultCredential
+from reconciler.storage.locations import SasToken as SasToken
 from reconciler.storage.plumbing import (
     ChunkingWriter,
     buffered_reader,
@@ -108,39 +112,6 @@ _FORBIDDEN = frozenset(
     }
 )
 
-
-# -- credentials -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AccountKey:
-    """The storage account's shared key (base64)."""
-
-    key: str = field(repr=False)
-
-
-@dataclass(frozen=True)
-class SasToken:
-    """A shared access signature, account or share level (with or without '?')."""
-
-    token: str = field(repr=False)
-
-
-@dataclass(frozen=True)
-class DefaultCredential:
-    """azure-identity's DefaultAzureCredential (environment, managed identity, CLI...)."""
-
-
-@dataclass(frozen=True)
-class ClientSecret:
-    """An Entra ID application (service principal) with a client secret."""
-
-    tenant_id: str
-    client_id: str
-    secret: str = field(repr=False)
-
-
-AzureCredential = AccountKey | SasToken | DefaultCredential | ClientSecret
 
 _SdkCredential = str | AzureNamedKeyCredential | TokenCredential
 
