@@ -10,9 +10,10 @@ import hashlib
 
 from reconciler.errors import IntegrityError
 from reconciler.failpoints import failpoint
-from reconciler.repository.records import BackupRecord, object_key
+from reconciler.repository.objects import BackupObject
+from reconciler.repository.records import BackupRecord
 from reconciler.repository.store import Repository
-from reconciler.storage.base import CHUNK_SIZE, Storage
+from reconciler.storage.base import CHUNK_SIZE
 
 
 def copy_backup(source: Repository, target: Repository, record: BackupRecord) -> int:
@@ -26,28 +27,30 @@ def copy_backup(source: Repository, target: Repository, record: BackupRecord) ->
         stored = result.object
         if stored is None:
             continue
-        key = object_key(record.id, stored.name)
-        size, digest = _copy_object(source.storage, target.storage, key)
+        original = source.backup_object(record.id, stored.name)
+        copy = target.backup_object(record.id, stored.name)
+        size, digest = _copy_object(original, copy)
         if size != stored.size_bytes or digest != stored.sha256:
-            target.storage.delete(key)
+            copy.delete()
             raise IntegrityError(
-                f"{key} in {source.description} does not match its manifest; it was not copied"
+                f"{original.label} in {source.description} does not match its manifest;"
+                " it was not copied"
             )
-        size, digest = _hash_object(target.storage, key)
+        size, digest = _hash_object(copy)
         if size != stored.size_bytes or digest != stored.sha256:
             raise IntegrityError(
-                f"the copy of {key} in {target.description} does not match its manifest"
+                f"the copy of {copy.label} in {target.description} does not match its manifest"
             )
         copied += size
         failpoint("migrate-object")  # an object copied, the manifest not yet
-    target.write_manifest(record)
+    target.add_copied_backup(record)
     return copied
 
 
-def _copy_object(source: Storage, target: Storage, key: str) -> tuple[int, str]:
+def _copy_object(source: BackupObject, target: BackupObject) -> tuple[int, str]:
     digest = hashlib.sha256()
     size = 0
-    with source.open_read(key) as reader, target.open_write(key) as writer:
+    with source.open_read() as reader, target.open_write() as writer:
         while chunk := reader.read(CHUNK_SIZE):
             digest.update(chunk)
             size += len(chunk)
@@ -55,10 +58,10 @@ def _copy_object(source: Storage, target: Storage, key: str) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def _hash_object(storage: Storage, key: str) -> tuple[int, str]:
+def _hash_object(stored: BackupObject) -> tuple[int, str]:
     digest = hashlib.sha256()
     size = 0
-    with storage.open_read(key) as reader:
+    with stored.open_read() as reader:
         while chunk := reader.read(CHUNK_SIZE):
             digest.update(chunk)
             size += len(chunk)

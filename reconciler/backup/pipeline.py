@@ -38,8 +38,9 @@ import zstandard
 from reconciler.crypto.stream import DecryptingReader, EncryptingWriter
 from reconciler.errors import IntegrityError
 from reconciler.failpoints import failpoint
+from reconciler.repository.objects import BackupObject
 from reconciler.repository.records import StoredObject
-from reconciler.storage.base import CHUNK_SIZE, Storage
+from reconciler.storage.base import CHUNK_SIZE
 from reconciler.streams import ByteSink
 
 if TYPE_CHECKING:
@@ -153,32 +154,30 @@ class _MeasuringSource:
 
 
 def store_object(
-    storage: Storage,
-    key: str,
+    target: BackupObject,
     data_key: bytes,
     produce: Callable[[ByteSink], T],
     on_bytes: BytesCallback | None = None,
 ) -> tuple[StoredObject, T]:
     """Run ``produce`` with a writer whose bytes are compressed, encrypted and stored.
 
-    The object is committed under ``key`` only when ``produce`` returns; on any
-    exception nothing is left under ``key``. Returns what was stored and what
+    ``target`` is committed only when ``produce`` returns; on any
+    exception nothing is left of it. Returns what was stored and what
     ``produce`` returned."""
     _tune_malloc()
     try:
-        return _store_object(storage, key, data_key, produce, on_bytes)
+        return _store_object(target, data_key, produce, on_bytes)
     finally:
         _release_memory()  # zstd's buffers are freed by now
 
 
 def _store_object(
-    storage: Storage,
-    key: str,
+    target: BackupObject,
     data_key: bytes,
     produce: Callable[[ByteSink], T],
     on_bytes: BytesCallback | None,
 ) -> tuple[StoredObject, T]:
-    with storage.open_write(key) as out:
+    with target.open_write() as out:
         sink = _MeasuringSink(out, on_bytes)
         encrypting = EncryptingWriter(sink, data_key)
         compressor = zstandard.ZstdCompressor(
@@ -196,14 +195,12 @@ def _store_object(
         writer.close()  # type: ignore[no-untyped-call]
         encrypting.close()
         failpoint("object-upload")  # every byte written, the object not yet committed
-    name = key.rsplit("/", 1)[-1]
-    return StoredObject(name, sink.size, sink.sha256.hexdigest()), result
+    return StoredObject(target.name, sink.size, sink.sha256.hexdigest()), result
 
 
 @contextmanager
 def open_object(
-    storage: Storage,
-    key: str,
+    stored: BackupObject,
     expected: StoredObject,
     data_key: bytes,
     on_bytes: BytesCallback | None = None,
@@ -215,9 +212,9 @@ def open_object(
     matching the manifest's size and SHA-256. Raises IntegrityError naming the
     object otherwise, so a caller keeps nothing it read until the block exits."""
     _tune_malloc()
-    with storage.open_read(key) as raw:
+    with stored.open_read() as raw:
         measured = _MeasuringSource(raw, on_bytes)
-        reader = _ReadAhead(measured, data_key, key)
+        reader = _ReadAhead(measured, data_key, stored.label)
         try:
             yield cast(BinaryIO, reader)
             reader.read_to_end()
@@ -226,7 +223,7 @@ def open_object(
             _release_memory()
     if measured.size != expected.size_bytes or measured.sha256.hexdigest() != expected.sha256:
         raise IntegrityError(
-            f"{key} does not match its manifest: expected {expected.size_bytes} bytes with"
+            f"{stored.label} does not match its manifest: expected {expected.size_bytes} bytes with"
             f" SHA-256 {expected.sha256[:12]}..., found {measured.size} bytes"
             f" with SHA-256 {measured.sha256.hexdigest()[:12]}..."
         )
@@ -435,17 +432,17 @@ class _ReadAhead:
                 relay.stop()
 
 
-def check_stored_object(storage: Storage, key: str, expected: StoredObject) -> str | None:
+def check_stored_object(stored: BackupObject, expected: StoredObject) -> str | None:
     """Without a key: None when the object exists with its recorded size and SHA-256,
     else a sentence saying what is wrong."""
     digest = hashlib.sha256()
     size = 0
-    with storage.open_read(key) as raw:
+    with stored.open_read() as raw:
         while chunk := raw.read(CHUNK_SIZE):
             digest.update(chunk)
             size += len(chunk)
     if size != expected.size_bytes:
-        return f"{key} has {size} bytes, its manifest records {expected.size_bytes}"
+        return f"{stored.label} has {size} bytes, its manifest records {expected.size_bytes}"
     if digest.hexdigest() != expected.sha256:
-        return f"{key} does not match the SHA-256 recorded in its manifest"
+        return f"{stored.label} does not match the SHA-256 recorded in its manifest"
     return None

@@ -20,7 +20,7 @@ from reconciler.backup.pipeline import BytesCallback, open_object
 from reconciler.crypto.envelope import unwrap_data_key
 from reconciler.crypto.keyring import KeyRing
 from reconciler.errors import IntegrityError, RestoreError, WrongKeyError
-from reconciler.repository.records import BackupRecord, SourceResult, SourceStatus, object_key
+from reconciler.repository.records import BackupRecord, SourceResult, SourceStatus
 from reconciler.repository.store import Repository
 from reconciler.sources.command import run_restore_command
 from reconciler.sources.files import restore_tree
@@ -168,7 +168,7 @@ class _TargetPlan:
     ) -> Path:
         """Restore into a staging folder beside the target; return that folder."""
         assert self.result.object is not None
-        key = object_key(record.id, self.result.object.name)
+        stored = repository.backup_object(record.id, self.result.object.name)
         parent = self.target.parent if self.target is not None else Path(tempfile.gettempdir())
         try:
             parent.mkdir(parents=True, exist_ok=True)
@@ -176,9 +176,7 @@ class _TargetPlan:
         except OSError as exc:
             raise RestoreError(f"cannot write to {parent}: {_reason(exc)}") from None
         try:
-            with open_object(
-                repository.storage, key, self.result.object, data_key, on_bytes
-            ) as plain:
+            with open_object(stored, self.result.object, data_key, on_bytes) as plain:
                 self._write_staged(plain, staging / "out")
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)

@@ -64,7 +64,7 @@ def rewrap_backups(
             moved.append(record)
     finally:
         if moved:
-            _update_catalog(repository, moved)
+            repository.store_summaries(moved)
     return report
 
 
@@ -96,14 +96,6 @@ def rewrap_backup(
         wrapped_key=wrap_data_key(data_key, certificate),
         key_thumbprint=certificate.thumbprint,
     )
-    repository.write_manifest(rewrapped)
+    repository.store_rewrapped(rewrapped)
     failpoint("rewrap-manifest")  # committed, the catalog not yet updated
     return rewrapped, True
-
-
-def _update_catalog(repository: Repository, records: Sequence[BackupRecord]) -> None:
-    """Replace the catalog entries of ``records`` (those still listed) with their summaries."""
-    catalog = repository.read_catalog()
-    by_id = {r.id: r for r in records}
-    backups = tuple(by_id[b.id].summary() if b.id in by_id else b for b in catalog.backups)
-    repository.write_catalog(backups, catalog.pending_deletes)

@@ -17,8 +17,7 @@ changes nothing in the repository.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -32,14 +31,9 @@ from reconciler.errors import (
     RestoreError,
     StorageError,
 )
-from reconciler.repository.records import (
-    BackupRecord,
-    BackupStatus,
-    SourceResult,
-    SourceStatus,
-    object_key,
-)
+from reconciler.repository.records import BackupRecord, SourceResult
 from reconciler.repository.store import Repository
+from reconciler.repository.verdicts import Verdict
 from reconciler.sources.files import read_tree
 from reconciler.sources.sqlite import check_database_stream
 from reconciler.sources.stats import SourceStats
@@ -67,6 +61,13 @@ class Verification:
     @property
     def damaged(self) -> bool:
         return bool(self.problems)
+
+    @property
+    def verdict(self) -> Verdict | None:
+        """What the repository records of this check; None when no verdict was reached."""
+        if self.not_checked is not None:
+            return None
+        return Verdict(self.backup_id, self.full, self.problems)
 
     @property
     def error(self) -> str | None:
@@ -150,14 +151,14 @@ def _check_source(
 
     Raises StorageError (other than a missing object) when the storage fails."""
     assert result.object is not None
-    key = object_key(backup_id, result.object.name)
+    stored = repository.backup_object(backup_id, result.object.name)
     try:
         if data_key is None:
-            return check_stored_object(repository.storage, key, result.object)
-        with open_object(repository.storage, key, result.object, data_key) as plain:
+            return check_stored_object(stored, result.object)
+        with open_object(stored, result.object, data_key) as plain:
             stats = _read_through(result.kind, plain, work_dir)
     except ObjectNotFoundError:
-        return f"{key} is missing"
+        return f"{stored.label} is missing"
     except IntegrityError as exc:
         return str(exc)
     except RestoreError as exc:
@@ -165,8 +166,8 @@ def _check_source(
         raise StorageError(str(exc)) from None
     if (stats.items, stats.content_bytes) != (result.items, result.content_bytes):
         return (
-            f"{key} holds {stats.items} items and {stats.content_bytes} bytes of content, its"
-            f" manifest records {result.items} items and {result.content_bytes} bytes"
+            f"{stored.label} holds {stats.items} items and {stats.content_bytes} bytes of"
+            f" content, its manifest records {result.items} items and {result.content_bytes} bytes"
         )
     return None
 
@@ -185,55 +186,6 @@ def _read_through(kind: str, plain: BinaryIO, work_dir: Path) -> SourceStats:
     return SourceStats(items=1, content_bytes=size)
 
 
-# ------------------------------------------------------------------ recording
-
-
-def record_verifications(
-    repository: Repository, results: Sequence[Verification], at: datetime
-) -> list[BackupRecord]:
-    """Write each verdict into its backup's manifest and catalog entry; return those updated.
-
-    ``verifiedAt`` becomes ``at`` and ``verificationError`` the damage found (or
-    null). A damaged backup becomes Corrupt. A Corrupt backup becomes again what
-    its sources say only after an intact full verification: a size and SHA-256
-    check cannot see damage a full one found (a broken wrapped key, say).
-    Results without a verdict, and backups no longer in the catalog (pruned
-    meanwhile), are left alone. Raises StorageError when writing fails."""
-    catalog = repository.read_catalog()
-    entries = {b.id: b for b in catalog.backups}
-    updated: list[BackupRecord] = []
-    for result in results:
-        entry = entries.get(result.backup_id)
-        if entry is None or result.not_checked is not None:
-            continue
-        try:
-            manifest: BackupRecord | None = repository.read_manifest(result.backup_id)
-        except (ObjectNotFoundError, IntegrityError):
-            manifest = None  # nothing to write into; the catalog still records it
-        record = _with_verdict(manifest or entry, result, at)
-        if manifest is not None:
-            repository.write_manifest(record)
-        entries[record.id] = record.summary()
-        updated.append(record)
-    if updated:
-        repository.write_catalog(tuple(entries.values()), catalog.pending_deletes)
-    return updated
-
-
-def _with_verdict(record: BackupRecord, result: Verification, at: datetime) -> BackupRecord:
-    """Return ``record`` carrying ``result``'s verdict, time and status."""
-    status = record.status
-    if result.damaged:
-        status = BackupStatus.CORRUPT
-    elif status is BackupStatus.CORRUPT and result.full:
-        status = status_of_sources(record.sources)
-    error = "; ".join(result.problems) or None
-    return replace(record, status=status, verified_at=at, verification_error=error)
-
-
-def status_of_sources(sources: tuple[SourceResult, ...]) -> BackupStatus:
-    """Return the status a backup's source results give it (as when it was made)."""
-    failed = sum(1 for s in sources if s.status is SourceStatus.FAILED)
-    if failed == 0:
-        return BackupStatus.SUCCEEDED
-    return BackupStatus.FAILED if failed == len(sources) else BackupStatus.PARTIALLY_SUCCEEDED
+def verdicts_of(results: Sequence[Verification]) -> list[Verdict]:
+    """The verdicts among ``results`` (checks that could not be made are none)."""
+    return [verdict for result in results if (verdict := result.verdict) is not None]

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import click
 
 from reconciler.cli.common import config_option, handle_errors, load, pick_one
-from reconciler.errors import BackupctlError, ObjectNotFoundError
-from reconciler.reconcile.prepared import prepare
 from reconciler.repository.records import BackupRecord
-from reconciler.repository.store import Repository
-from reconciler.spec.model import BackupConfiguration
 from reconciler.timeutil import format_time
+from reconciler.usecases import queries
 
 
 def backup_to_json(record: BackupRecord) -> dict[str, Any]:
@@ -46,38 +42,6 @@ def human_size(size: int) -> str:
     return f"{size} B"
 
 
-def open_repository(config: BackupConfiguration) -> Repository:
-    """The configuration's repository; raises BackupctlError when it does not exist."""
-    repository = prepare(config).repository
-    if not repository.storage.root_exists() or not repository.is_initialized():
-        raise BackupctlError(f"{config.name}: no repository exists at {config.storage.describe()}")
-    return repository
-
-
-_BACKUP_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]*")
-
-
-def find_backup(repository: Repository, backup_id: str) -> BackupRecord:
-    """The manifest of ``backup_id`` ('latest' is the newest Succeeded one).
-
-    Raises BackupctlError naming the backup when there is none."""
-    if not _BACKUP_ID.fullmatch(backup_id):
-        # Checked here: an id is used as a storage key, which must not be a path.
-        raise BackupctlError(
-            f"{backup_id!r} is not a backup id (like 20261125T120000Z-1a2b3c) nor 'latest'"
-        )
-    if backup_id == "latest":
-        catalog = repository.read_catalog().backups
-        usable = [b for b in catalog if str(b.status) == "Succeeded"]
-        if not usable:
-            raise BackupctlError(f"{repository.description} holds no Succeeded backup")
-        backup_id = usable[-1].id
-    try:
-        return repository.read_manifest(backup_id)
-    except ObjectNotFoundError:
-        raise BackupctlError(f"{repository.description} has no backup {backup_id}") from None
-
-
 @click.group()
 def backups() -> None:
     """List and inspect backups."""
@@ -89,10 +53,7 @@ def backups() -> None:
 @handle_errors
 def list_backups(config_path: Path, output: str) -> None:
     """Backups with status, time, duration, size and key thumbprint, oldest first."""
-    configs = load(config_path, check_validity=False)
-    records: list[BackupRecord] = []
-    for config in configs:
-        records.extend(open_repository(config).read_catalog().backups)
+    records = queries.list_backups(load(config_path, check_validity=False)).backups
     if output == "json":
         click.echo(json.dumps({"backups": [backup_to_json(r) for r in records]}, indent=2))
         return
@@ -129,7 +90,7 @@ def list_backups(config_path: Path, output: str) -> None:
 def show_backup(config_path: Path, backup_id: str, name: str | None, output: str) -> None:
     """One backup with its per-source results."""
     config = pick_one(load(config_path, check_validity=False), name, config_path)
-    record = find_backup(open_repository(config), backup_id)
+    record = queries.show_backup(config, backup_id)
     data = backup_to_json(record)
     if output == "json":
         click.echo(json.dumps(data, indent=2))

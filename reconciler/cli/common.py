@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import sys
 import traceback
 from collections.abc import Callable
 from datetime import datetime
@@ -124,7 +123,3 @@ def report_error(prefix: str, exc: BaseException) -> None:
     if click.get_current_context().find_root().params.get("debug"):
         traceback.print_exception(exc)
     echo_err(f"error: {prefix}{exc}")
-
-
-def is_terminal() -> bool:
-    return sys.stdout.isatty()

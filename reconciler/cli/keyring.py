@@ -11,7 +11,6 @@ import click
 
 from reconciler.cli.common import fail
 from reconciler.crypto.keyring import KeyRing, load_key_ring
-from reconciler.repository.store import Repository
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,11 +58,3 @@ def key_ring_from_options(
             fail(f"--key-passphrase-env: the environment variable {passphrase_env} is not set")
         passphrase = value.encode()
     return load_key_ring(key_paths, key_dirs, passphrase)
-
-
-def known_thumbprints(repository: Repository) -> dict[str, str]:
-    """Return public-key SHA-256 -> certificate thumbprint from the key history."""
-    settings = repository.read_settings()
-    if settings is None:
-        return {}
-    return {k.public_key_sha256: k.thumbprint for k in settings.key_history}

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import click
 
-from reconciler.cli.backups import find_backup, open_repository
 from reconciler.cli.common import config_option, fail, handle_errors, load, pick_one
-from reconciler.cli.keyring import key_options, key_ring_from_options, known_thumbprints
+from reconciler.cli.keyring import key_options, key_ring_from_options
 from reconciler.cli.progress import TransferProgress
 from reconciler.timeutil import format_time
+from reconciler.usecases.restore import restore as restore_use_case
+from reconciler.usecases.restore import select_restore
 
 
 @click.command()
@@ -36,22 +37,19 @@ def restore(
     name: str | None,
 ) -> None:
     """Decrypt a backup with the private key and restore it."""
-    # Here, not at the top: every other command would pay for importing it.
-    from reconciler.backup.restore import RestoreRequest, data_key_for, restore_backup
-
     if (to is None) == (not in_place):
         fail("give exactly one of --to DIR and --in-place")
+    if to is not None:
+        _check_folder(to)
     config = pick_one(load(config_path, check_validity=False), name, config_path)
     ring = key_ring_from_options(key_paths, key_dirs, key_passphrase_env)
     if ring is None:
         fail("restoring needs the private key: give --key KEYFILE or --key-dir DIR")
-    repository = open_repository(config)
-    record = find_backup(repository, backup_id)
-    data_key = data_key_for(record, ring, known_thumbprints(repository))
-    request = RestoreRequest(to=to.resolve() if to else None, sources=sources, force=force)
+    selection = select_restore(config, backup_id, ring)
+    record = selection.backup
     created = format_time(record.created_at)
     click.echo(f"restoring backup {record.id} ({record.status}, created {created})")
-    sizes = {s.name: s.object.size_bytes for s in record.sources if s.object is not None}
+    sizes = selection.stored_sizes()
 
     def on_source(name: str) -> None:
         progress.finish()
@@ -59,17 +57,24 @@ def restore(
         progress.start(f"  {name}: reading", sizes.get(name))
 
     with TransferProgress() as progress:
-        restored = restore_backup(
-            repository,
-            config,
-            record,
-            data_key,
-            request,
-            on_source=on_source,
-            on_bytes=progress.advance,
+        report = restore_use_case(
+            selection, to, sources, force, on_source=on_source, on_bytes=progress.advance
         )
-    for item in restored:
+    for item in report.restored:
         click.echo(f"  {item.name}: restored to {item.target}")
-    click.echo(
-        f"restored {len(restored)} source{'s' if len(restored) != 1 else ''} from {record.id}"
-    )
+    count = len(report.restored)
+    click.echo(f"restored {count} source{'s' if count != 1 else ''} from {record.id}")
+
+
+def _check_folder(to: Path) -> None:
+    """Refuse a --to that is, or lies under, something other than a folder.
+
+    Each source is restored into TO/<source>/: found only when creating that
+    folder, a file there would be reported as 'file exists'."""
+    for path in (to, *to.parents):
+        if path.is_dir():
+            return
+        if path.exists() or path.is_symlink():
+            what = "it" if path == to else str(path)
+            kind = "a file" if path.is_file() else "not a folder"
+            fail(f"the restore target {to} must be a folder, but {what} is {kind}")

@@ -14,9 +14,7 @@ from reconciler.cli.common import (
     load,
     pick_one,
 )
-from reconciler.reconcile.prepared import prepare
-from reconciler.repository.lock import read_lock
-from reconciler.repository.records import LOCK_KEY
+from reconciler.usecases.unlock import UnlockOutcome, UnlockReport, break_lock, find_lock
 
 
 @click.command()
@@ -29,25 +27,28 @@ def unlock(config_path: Path, name: str | None, force: bool, nonce: str | None) 
     """Break a repository lock left by a dead process."""
     configs = load(config_path, check_validity=False)
     config = pick_one(configs, name, config_path)
-    storage = prepare(config).repository.storage
-    holder = read_lock(storage)
-    if holder is None:
-        click.echo(f"{config.name}: the repository is not locked")
-        return
-    if not force and nonce is None and sys.stdin.isatty():
+    found = find_lock(config)
+    holder = found.holder
+    if holder is not None and not force and nonce is None and sys.stdin.isatty():
         click.echo(f"{config.name} is locked by {holder.describe()}")
         nonce = click.prompt("Type the nonce of this lock to break it", default="")
-    if not force and nonce != holder.nonce:
+    _say(break_lock(found, nonce, force), config_path)
+
+
+def _say(report: UnlockReport, config_path: Path) -> None:
+    """Print what unlocking did; exit 1 when it broke nothing it was asked to."""
+    name, holder = report.configuration, report.holder
+    if holder is None:
+        click.echo(f"{name}: the repository is not locked")
+    elif report.outcome is UnlockOutcome.WRONG_NONCE:
         fail(
-            f"{config.name} is locked by {holder.describe()}; to break this lock run"
+            f"{name} is locked by {holder.describe()}; to break this lock run"
             f" `backupctl unlock -f {config_path} --nonce {holder.nonce}` (or --force)"
         )
-    # Read again: a lock that changed hands meanwhile is not the one the user saw.
-    current = read_lock(storage)
-    if current is not None and current.nonce != holder.nonce:
+    elif report.current is not None:  # CHANGED_HANDS
         fail(
-            f"{config.name}: the lock changed hands meanwhile; it is now held by"
-            f" {current.describe()}; nothing was broken"
+            f"{name}: the lock changed hands meanwhile; it is now held by"
+            f" {report.current.describe()}; nothing was broken"
         )
-    storage.delete(LOCK_KEY)
-    click.echo(f"{config.name}: broke the lock held by {holder.describe()}")
+    else:
+        click.echo(f"{name}: broke the lock held by {holder.describe()}")

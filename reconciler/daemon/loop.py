@@ -17,7 +17,6 @@ repository lock is released.
 
 from __future__ import annotations
 
-import gc
 import random
 import threading
 from datetime import datetime, timedelta
@@ -140,7 +139,6 @@ class Daemon:
             try:
                 due = self._reconcile(config)
             except Exception as exc:  # a bug in one configuration must not stop the others
-                gc.unfreeze()
                 self._log.error(
                     "reconcile.failed",
                     f"unexpected internal error: {type(exc).__name__}: {exc}",
@@ -148,7 +146,6 @@ class Daemon:
                 )
                 self._metrics.reconciled(config.name, ReconcileResult.FAILED, None, True)
                 continue
-            gc.unfreeze()  # reading a catalog froze it (repository.store): collect as usual
             if due is not None:
                 dues.append(due)
         return min(dues, default=None)

@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from reconciler.repository.records import BackupRecord, BackupStatus
+from reconciler.repository.records import BackupRecord, BackupStatus, newest_succeeded
 
 STATUS_CODES = {
     BackupStatus.SUCCEEDED: 0,
@@ -111,11 +111,10 @@ class DaemonMetrics:
         if finished:
             newest = max(finished, key=lambda b: (b.created_at, b.id))
             self.last_status.labels(name).set(STATUS_CODES[newest.status])
-        succeeded = [b for b in finished if b.status is BackupStatus.SUCCEEDED]
-        if succeeded:
-            newest = max(succeeded, key=lambda b: (b.created_at, b.id))
+        success = newest_succeeded(backups)
+        if success is not None:
             self.last_success.labels(name).set(
-                (newest.completed_at or newest.created_at).timestamp()
+                (success.completed_at or success.created_at).timestamp()
             )
 
     def certificate_seen(self, name: str, not_after: datetime) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from reconciler.reconcile.observe import CleanupItem, DriftItem
 from reconciler.reconcile.retention import Prunable
 from reconciler.reconcile.rewrap import RewrapItem, StayingItem
 from reconciler.reconcile.verification import Verifiable
 from reconciler.repository.records import BackupRecord
+from reconciler.repository.survey import CleanupItem, DriftItem
 from reconciler.timeutil import format_time
 
 Scalar = str | int | bool | None

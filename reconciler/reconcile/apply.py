@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from reconciler.crypto.keyring import KeyRing
 from reconciler.crypto.keys import PrivateKey
 from reconciler.errors import BackupctlError
-from reconciler.failpoints import failpoint
 from reconciler.reconcile.actions import (
     Action,
     CleanupStaging,
@@ -35,15 +34,12 @@ from reconciler.reconcile.actions import (
 from reconciler.reconcile.plan import ConfigurationPlan
 from reconciler.reconcile.retention import select_prunable
 from reconciler.repository.credentials import fingerprint
-from reconciler.repository.probe import probe_write_access
 from reconciler.repository.records import (
     AppliedSettings,
     BackupRecord,
     BackupStatus,
     CredentialFingerprint,
     KeyHistoryEntry,
-    backup_dir,
-    manifest_key,
 )
 from reconciler.repository.store import Repository
 from reconciler.spec.model import BackupConfiguration
@@ -167,8 +163,6 @@ def _configured_settings(config: BackupConfiguration) -> dict[str, Any]:
 def _init(action: InitRepository, context: ApplyContext) -> Outcome:
     config = context.config
     repository = context.repository
-    repository.storage.ensure_root()
-    probe_write_access(repository.storage)
     settings = AppliedSettings(
         **_configured_settings(config),
         active_key=config.encryption.certificate.thumbprint,
@@ -176,12 +170,7 @@ def _init(action: InitRepository, context: ApplyContext) -> Outcome:
         credentials=_credential_fingerprint(context),
         last_trigger=action.last_trigger,
     )
-    repository.write_settings(settings)
-    existing = repository.read_catalog()
-    repository.write_catalog(existing.backups)
-    # The format marker is written last: until it exists the repository does
-    # not, and an interrupted init is simply done again.
-    repository.write_format(context.now)
+    repository.initialize(settings, context.now)
     return Outcome(action, OutcomeStatus.DONE, f"initialized {repository.description}")
 
 
@@ -195,7 +184,7 @@ def _update_settings(action: UpdateSettings, context: ApplyContext) -> Outcome:
 
 def _rotate_credentials(action: RotateCredentials, context: ApplyContext) -> Outcome:
     # Only credentials that can write, read back and delete are recorded.
-    probe_write_access(context.repository.storage)
+    context.repository.probe_write_access()
     settings = replace(_settings(context), credentials=_credential_fingerprint(context))
     context.repository.write_settings(settings)
     return Outcome(
@@ -227,26 +216,7 @@ def _rotate_key(action: RotateKey, context: ApplyContext) -> Outcome:
 
 
 def _cleanup(action: CleanupStaging, context: ApplyContext) -> Outcome:
-    repository = context.repository
-    catalog = repository.read_catalog()
-    backups = {b.id: b for b in catalog.backups}
-    pending = set(catalog.pending_deletes)
-    for item in action.items:
-        if item.committed is not None:
-            backups[item.committed.id] = item.committed.summary()
-        elif item.backup_id is not None:
-            if item.backup_id not in pending and repository.has_manifest(item.backup_id):
-                # Committed since the plan was made (by backups.migrate earlier in
-                # this apply): a backup with a manifest is never a leftover.
-                continue
-            repository.storage.delete(manifest_key(item.backup_id))
-            repository.storage.delete_tree(backup_dir(item.backup_id))
-            backups.pop(item.backup_id, None)
-            pending.discard(item.backup_id)
-        elif item.path != "catalog.json":
-            repository.storage.delete(item.path)
-    failpoint("cleanup")
-    repository.write_catalog(tuple(backups.values()), tuple(sorted(pending)))
+    context.repository.clean_up(action.items)
     return Outcome(action, OutcomeStatus.DONE, f"cleaned up {len(action.items)} leftovers")
 
 
@@ -264,9 +234,6 @@ def _migrate(action: MigrateBackups, context: ApplyContext) -> Outcome:
         if target.has_manifest(record.id):
             continue  # copied by an earlier, interrupted apply
         copied_bytes += copy_backup(source, target, record)
-        catalog = target.read_catalog()
-        others = tuple(b for b in catalog.backups if b.id != record.id)
-        target.write_catalog((*others, record.summary()), catalog.pending_deletes)
     count = len(action.backups)
     return Outcome(
         action,
@@ -277,15 +244,7 @@ def _migrate(action: MigrateBackups, context: ApplyContext) -> Outcome:
 
 
 def _repair(action: RepairCatalog, context: ApplyContext) -> Outcome:
-    repository = context.repository
-    catalog = repository.read_catalog()
-    backups = {b.id: b for b in catalog.backups}
-    for item in action.items:
-        if item.remove and item.backup_id is not None:
-            backups.pop(item.backup_id, None)
-        if item.add is not None:
-            backups[item.add.id] = item.add.summary()
-    repository.write_catalog(tuple(backups.values()), catalog.pending_deletes)
+    context.repository.repair_catalog(action.items)
     return Outcome(action, OutcomeStatus.DONE, f"corrected {len(action.items)} catalog entries")
 
 
@@ -323,17 +282,7 @@ def _prune(action: PruneBackups, context: ApplyContext) -> Outcome:
     kept_back = len(action.backups) - len(doomed)
     if not doomed:
         return Outcome(action, OutcomeStatus.DONE, _kept_message(kept_back))
-    remaining = tuple(b for b in catalog.backups if b.id not in doomed)
-    # Out of the catalog first (remembering them as pending), so that an
-    # interruption leaves work for staging.cleanup, never a listed backup
-    # whose data is half gone.
-    repository.write_catalog(remaining, (*catalog.pending_deletes, *doomed))
-    failpoint("prune-started")
-    for backup_id in doomed:
-        repository.storage.delete(manifest_key(backup_id))
-        failpoint("prune-deleting")
-        repository.storage.delete_tree(backup_dir(backup_id))
-    repository.write_catalog(remaining, catalog.pending_deletes)
+    repository.prune(doomed)
     message = f"deleted {len(doomed)} backup{'s' if len(doomed) != 1 else ''}: {', '.join(doomed)}"
     if kept_back:
         message += "; " + _kept_message(kept_back)
@@ -370,7 +319,7 @@ def _verify(action: VerifyBackups, context: ApplyContext) -> Outcome:
     """Check the listed backups without a key and record each verdict.
 
     A damaged backup becomes Corrupt and fails the action."""
-    from reconciler.backup.verify import record_verifications, verify_backup
+    from reconciler.backup.verify import verdicts_of, verify_backup
 
     results = []
     repository = context.repository
@@ -380,7 +329,7 @@ def _verify(action: VerifyBackups, context: ApplyContext) -> Outcome:
                 results.append(verify_backup(repository, item.backup.id, None, {}, Path(work)))
         finally:
             # Verdicts reached before a storage failure are kept.
-            record_verifications(repository, results, context.now)
+            repository.record_verdicts(verdicts_of(results), context.now)
     errors = [r.error for r in results if r.error is not None]
     count = len(results)
     summary = f"verified {count} backup{'s' if count != 1 else ''}"

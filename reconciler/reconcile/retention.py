@@ -28,11 +28,19 @@ def select_prunable(
     A backup is deleted once it is more than ``days`` x 24 h old, except the
     newest Succeeded backup and the newest ``minBackups`` Succeeded ones.
     ``planned_success`` counts a backup about to be made at ``now`` as the
-    newest Succeeded one (a plan assumes its backup.run succeeds). Running and
-    future-dated backups are never deleted; Corrupt ones never count as kept."""
+    newest Succeeded one (a plan assumes its backup.run succeeds). Running
+    backups are never deleted; Corrupt ones never count as kept.
+
+    A backup created after ``now`` (made on a host whose clock runs ahead, or
+    seen by a ``--now`` dry run in the past) is younger than any limit, so it
+    is never deleted for its age. It still is a Succeeded backup one can
+    restore, so it counts among the newest ``minBackups`` like any other, by
+    its creation time, as ``restic forget --keep-last`` and ``borg prune
+    --keep-last`` count every snapshot whatever the clock says: ``minBackups``
+    promises that many restorable backups remain, and it does remain."""
     limit = timedelta(days=retention.days)
     succeeded = sorted(
-        (b for b in backups if b.status is BackupStatus.SUCCEEDED and b.created_at <= now),
+        (b for b in backups if b.status is BackupStatus.SUCCEEDED),
         key=lambda b: (b.created_at, b.id),
         reverse=True,
     )

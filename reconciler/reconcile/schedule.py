@@ -25,7 +25,17 @@ def scheduled_backup_due(
 
     A backup is due when no Succeeded backup was created in the last
     ``frequencyHours`` (one created exactly that long ago no longer counts);
-    after a failed attempt, not before ``retryAfterMinutes`` have passed."""
+    after a failed attempt, not before ``retryAfterMinutes`` have passed.
+
+    A backup created after ``now`` (made on a host whose clock runs ahead, or
+    seen by a ``--now`` dry run in the past) was not created in the last
+    ``frequencyHours``, and is left out entirely: it neither makes a backup
+    unneeded nor, when it failed, delays one for a retry. The schedule exists
+    so that a backup no older than ``frequencyHours`` by this host's clock
+    always exists; a skewed clock should cost at most one extra backup, never
+    a gap, and a timestamp years ahead (a clock set wrong once) must not
+    silence the schedule until that date. Retention keeps such a backup
+    (see ``select_prunable``)."""
     if not schedule.enabled:
         return None
     window = timedelta(hours=schedule.frequency_hours)

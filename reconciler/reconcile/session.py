@@ -16,7 +16,6 @@ from reconciler.reconcile.plan import ConfigurationPlan, Desired, plan_configura
 from reconciler.reconcile.prepared import Prepared
 from reconciler.reconcile.rewrap_inputs import RewrapInputs, rewrap_inputs
 from reconciler.repository.credentials import matches
-from reconciler.repository.fenced import FencedStorage
 from reconciler.repository.lock import DEFAULT_TTL, RepositoryLock
 from reconciler.repository.store import Repository
 from reconciler.timeutil import now_utc
@@ -104,20 +103,13 @@ def reconcile(
     ``heartbeat`` is called at every write (a sign of progress); ``on_bytes`` is
     told how many bytes a backup stored as it writes them.
     Raises LockedError, StorageError, PlanError."""
-    storage = prepared.repository.storage
-    storage.ensure_root()
-    lock = RepositoryLock(
-        storage,
-        prepared.config.name,
-        lock_command,
-        ttl=lock_ttl or DEFAULT_TTL,
-        timeout=lock_timeout,
+    lock = prepared.repository.writer_lock(
+        lock_command, ttl=lock_ttl or DEFAULT_TTL, timeout=lock_timeout
     )
     with lock:
         # Every write checks that the lock is still ours: a holder that lost it
         # (taken over after a long stall, broken by `unlock`) stops writing.
-        fenced = FencedStorage(storage, _guard(lock, heartbeat))
-        prepared = replace(prepared, repository=Repository(fenced, prepared.repository.name))
+        prepared = replace(prepared, repository=prepared.repository.fenced(_guard(lock, heartbeat)))
         plan, observed, previous_keys = plan_with_keys(prepared, now, lock.holder.nonce)
         if check:
             check(plan, observed)

@@ -5,14 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from reconciler.repository.records import BackupRecord, BackupStatus
+from reconciler.repository.records import VERIFIED_STATUSES, BackupRecord
 from reconciler.spec.model import Verification
 from reconciler.timeutil import describe_age
 
 # Corrupt backups are not re-checked on a schedule (they stay Corrupt until a
 # full `backupctl verify` with the key proves them intact); Failed ones hold
 # no data and Running ones are still being written.
-_VERIFIED_STATUSES = (BackupStatus.SUCCEEDED, BackupStatus.PARTIALLY_SUCCEEDED)
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ def select_verifiable(
     limit = timedelta(days=verification.frequency_days)
     due: list[Verifiable] = []
     for backup in sorted(backups, key=lambda b: (b.created_at, b.id)):
-        if backup.status not in _VERIFIED_STATUSES or backup.id in skip:
+        if backup.status not in VERIFIED_STATUSES or backup.id in skip:
             continue
         since = backup.verified_at or backup.created_at
         if since > now or now - since < limit:

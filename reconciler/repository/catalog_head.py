@@ -21,6 +21,7 @@ from typing import Any
 
 from reconciler.errors import IntegrityError
 from reconciler.repository.records import (
+    VERIFIED_STATUSES,
     BackupRecord,
     BackupStatus,
     record_from_json,
@@ -33,8 +34,6 @@ HEAD_PREFIX = b'{"head": '
 MAX_HEAD_BYTES = 1024 * 1024
 TAIL_LIMIT = 64
 """Backups the head carries in full at most; beyond that a plan reads the catalog."""
-VERIFIED_STATUSES = (BackupStatus.SUCCEEDED, BackupStatus.PARTIALLY_SUCCEEDED)
-"""The statuses periodic verification checks (reconcile.verification)."""
 
 
 @dataclass(frozen=True)

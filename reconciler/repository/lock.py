@@ -45,7 +45,8 @@ from reconciler.errors import (
     StorageError,
 )
 from reconciler.failpoints import failpoint
-from reconciler.repository.records import LOCK_KEY, dumps, loads
+from reconciler.repository.layout import LOCK_KEY
+from reconciler.repository.records import dumps, loads
 from reconciler.storage.base import Storage
 from reconciler.timeutil import format_time, now_utc, parse_time
 

@@ -1,18 +1,11 @@
 """What the repository stores, as frozen dataclasses with a stable JSON form.
 
-Layout under ``<location>/<name>/``::
-
-    format.json                   format marker (name, version)
-    settings.json                 applied settings, key history, credential fingerprint
-    catalog.json                  summaries of every backup (rebuildable from manifests)
-    lock.json                     the writer lock
-    backups/<id>/manifest.json    a backup's commit record: exists => backup exists
-    backups/<id>/<source>.data    one encrypted object per source
-"""
+Where each is stored is ``repository.layout``'s business."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -24,25 +17,6 @@ from reconciler.timeutil import format_time, parse_time
 
 FORMAT_NAME = "backupctl-repository"
 FORMAT_VERSION = 1
-
-FORMAT_KEY = "format.json"
-SETTINGS_KEY = "settings.json"
-CATALOG_KEY = "catalog.json"
-LOCK_KEY = "lock.json"
-BACKUPS_DIR = "backups"
-MANIFEST_NAME = "manifest.json"
-
-
-def backup_dir(backup_id: str) -> str:
-    return f"{BACKUPS_DIR}/{backup_id}"
-
-
-def manifest_key(backup_id: str) -> str:
-    return f"{BACKUPS_DIR}/{backup_id}/{MANIFEST_NAME}"
-
-
-def object_key(backup_id: str, object_name: str) -> str:
-    return f"{BACKUPS_DIR}/{backup_id}/{object_name}"
 
 
 class BackupStatus(StrEnum):
@@ -108,6 +82,27 @@ class BackupRecord:
 
     def summary(self) -> BackupRecord:
         return replace(self, wrapped_key=None)
+
+
+VERIFIED_STATUSES = (BackupStatus.SUCCEEDED, BackupStatus.PARTIALLY_SUCCEEDED)
+"""The statuses periodic verification checks."""
+
+
+def status_of_sources(sources: tuple[SourceResult, ...]) -> BackupStatus:
+    """The status a backup's source results give it: Succeeded when none failed,
+    Failed when all did, else PartiallySucceeded."""
+    failed = sum(1 for s in sources if s.status is SourceStatus.FAILED)
+    if failed == 0:
+        return BackupStatus.SUCCEEDED
+    return BackupStatus.FAILED if failed == len(sources) else BackupStatus.PARTIALLY_SUCCEEDED
+
+
+def newest_succeeded(backups: Iterable[BackupRecord]) -> BackupRecord | None:
+    """The newest Succeeded backup by creation time (ties: the greater id), or
+    None when none succeeded: what ``latest`` names and what counts as the last
+    success. Corrupt, failed and partial backups never qualify."""
+    succeeded = [b for b in backups if b.status is BackupStatus.SUCCEEDED]
+    return max(succeeded, key=lambda b: (b.created_at, b.id), default=None)
 
 
 @dataclass(frozen=True)

@@ -1,59 +1,74 @@
-"""Typed reads and writes of the repository's objects on a Storage."""
+"""The repository: one folder (``<location>/<name>/``) on a Storage, and every
+rule about what it holds.
+
+Callers ask it to begin, commit or abandon a backup, prune, clean up what an
+interrupted run left, repair the catalog, record verdicts and re-wrapped keys;
+none of them knows a storage key or the catalog's layout.
+
+Commit protocol of a backup (what makes it exist, and what an interruption leaves):
+
+1. ``begin_backup``: the catalog gets a Running entry for the new id;
+2. each source becomes one object ``backups/<id>/<object name>``;
+3. ``commit_backup`` writes the manifest atomically: from this moment the
+   backup exists; then the catalog entry is replaced by the final record.
+
+A crash before 3 leaves a Running entry and a folder without manifest, which
+the next reconcile removes (``staging.cleanup``); a crash between the manifest
+and the catalog leaves a committed backup that cleanup re-enters in the catalog.
+
+Pruning is two-step for the same reason: the backups leave the catalog first
+(remembered as pending deletions), then their data goes, then the pending list
+is cleared. An interruption leaves work for cleanup, never a listed backup
+whose data is half gone.
+"""
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
 
 from reconciler.errors import IntegrityError, ObjectNotFoundError, StorageError
 from reconciler.failpoints import failpoint
-from reconciler.repository.catalog_head import (
-    MAX_HEAD_BYTES,
-    CatalogHead,
-    head_line,
-    parse_head_line,
-    summarize,
+from reconciler.repository.catalog import (
+    Catalog,
+    CatalogDamaged,
+    CatalogMissing,
+    read_catalog,
+    read_catalog_head,
+    write_catalog,
 )
-from reconciler.repository.records import (
+from reconciler.repository.catalog_head import CatalogHead, ids_digest
+from reconciler.repository.fenced import FencedStorage
+from reconciler.repository.layout import (
     BACKUPS_DIR,
     CATALOG_KEY,
     FORMAT_KEY,
+    LOCK_KEY,
+    SETTINGS_KEY,
+    backup_dir,
+    is_temporary,
+    manifest_key,
+    object_key,
+)
+from reconciler.repository.lock import DEFAULT_TTL, LockHolder, RepositoryLock, read_lock
+from reconciler.repository.objects import BackupObject
+from reconciler.repository.probe import probe_write_access
+from reconciler.repository.records import (
     FORMAT_NAME,
     FORMAT_VERSION,
-    MANIFEST_NAME,
-    SETTINGS_KEY,
     AppliedSettings,
     BackupRecord,
-    BackupStatus,
     dumps,
     loads,
-    manifest_key,
     record_from_json,
     record_to_json,
     settings_from_json,
     settings_to_json,
 )
+from reconciler.repository.survey import CleanupItem, DriftItem, Survey, survey
+from reconciler.repository.verdicts import Verdict, with_verdict
 from reconciler.storage.base import Storage
 from reconciler.timeutil import format_time
-
-
-@dataclass(frozen=True)
-class Catalog:
-    """The backups a repository holds, oldest first (ties in creation order)."""
-
-    backups: tuple[BackupRecord, ...]
-    damaged: str | None = None
-    """Why the stored catalog could not be used (it was rebuilt), else None."""
-    pending_deletes: tuple[str, ...] = ()
-    """Backups a prune took out of the catalog but may not have finished deleting."""
-
-
-HEAD_READ_SIZE = 16 * 1024
-"""A catalog's head is a few hundred bytes, up to some 60 KiB with a long tail."""
 
 
 class Repository:
@@ -70,7 +85,13 @@ class Repository:
     def _where(self, key: str) -> str:
         return f"{key} in {self.description}"
 
-    # ------------------------------------------------------------- format
+    # ------------------------------------------------------------- existence
+
+    def exists(self) -> bool:
+        """True when the location is there and holds an initialized repository.
+
+        Raises IntegrityError for a damaged format marker or a newer format."""
+        return self.storage.root_exists() and self.is_initialized()
 
     def is_initialized(self) -> bool:
         """True when the format marker exists and is one this version reads.
@@ -91,7 +112,17 @@ class Repository:
             )
         return True
 
-    def write_format(self, now: datetime) -> None:
+    def initialize(self, settings: AppliedSettings, now: datetime) -> None:
+        """Create the repository (or finish an interrupted creation) with ``settings``.
+
+        The storage must accept a write, a read back and a delete first. The
+        format marker is written last: until it exists the repository does
+        not, and an interrupted init is simply done again."""
+        self.storage.ensure_root()
+        probe_write_access(self.storage)
+        self.write_settings(settings)
+        existing = self.read_catalog()
+        self._write_catalog(existing.backups)
         marker = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
@@ -100,7 +131,11 @@ class Repository:
         }
         self.storage.write_atomic(FORMAT_KEY, dumps(marker))
 
-    # ------------------------------------------------------------- settings
+    def probe_write_access(self) -> None:
+        """Write, read back and delete a small object (credentials are proven before use)."""
+        probe_write_access(self.storage)
+
+    # ------------------------------------------------------------- settings and lock
 
     def read_settings(self) -> AppliedSettings | None:
         try:
@@ -112,78 +147,95 @@ class Repository:
     def write_settings(self, settings: AppliedSettings) -> None:
         self.storage.write_atomic(SETTINGS_KEY, dumps(settings_to_json(settings)))
 
+    def read_lock(self) -> LockHolder | None:
+        """Who holds the writer lock, None when nobody does."""
+        return read_lock(self.storage, LOCK_KEY)
+
+    def break_lock(self, seen: LockHolder) -> LockHolder | None:
+        """Remove the lock ``seen`` (left by a dead process); return the lock's
+        current holder instead, breaking nothing, when it changed hands since
+        it was seen. Raises StorageError."""
+        current = self.read_lock()
+        if current is not None and current.nonce != seen.nonce:
+            return current
+        self.storage.delete(LOCK_KEY)
+        return None
+
+    def writer_lock(
+        self, command: str, ttl: timedelta = DEFAULT_TTL, timeout: float = 0.0
+    ) -> RepositoryLock:
+        """The lock a writer holds while it changes this repository (enter it to take it)."""
+        self.storage.ensure_root()
+        return RepositoryLock(self.storage, self.name, command, ttl=ttl, timeout=timeout)
+
+    def fenced(self, guard: Callable[[], None]) -> Repository:
+        """This repository, written through a storage that calls ``guard`` before
+        every write (``guard`` raises once the writer lost its lock)."""
+        return Repository(FencedStorage(self.storage, guard), self.name)
+
     # ------------------------------------------------------------- catalog
 
     def read_catalog(self) -> Catalog:
         """The stored catalog, or one rebuilt from the manifests when it is missing or damaged."""
         try:
-            raw = self.storage.read(CATALOG_KEY)
-        except ObjectNotFoundError:
+            return read_catalog(self.storage, self._where_catalog())
+        except CatalogMissing:
             return Catalog(self.scan_manifests(), damaged="the catalog is missing")
-        try:
-            with _collector_paused():
-                data = loads(raw, self._where(CATALOG_KEY))
-                if not isinstance(data, dict) or not isinstance(data.get("backups"), list):
-                    raise IntegrityError(f"{self._where(CATALOG_KEY)} is damaged")
-                where = self._where(CATALOG_KEY)
-                backups = tuple([record_from_json(item, where) for item in data["backups"]])
-                pending = tuple(str(i) for i in data.get("pendingDeletes", []))
-        except (IntegrityError, TypeError):
+        except CatalogDamaged:
             return Catalog(self.scan_manifests(), damaged="the catalog is damaged")
-        return Catalog(backups, pending_deletes=pending)
-
-    def write_catalog(
-        self, backups: tuple[BackupRecord, ...], pending_deletes: tuple[str, ...] = ()
-    ) -> None:
-        ordered = tuple(sorted(backups, key=lambda b: (b.created_at, b.id)))
-        data: dict[str, Any] = {"backups": [record_to_json(b.summary()) for b in ordered]}
-        if pending_deletes:
-            data["pendingDeletes"] = sorted(pending_deletes)
-        # The head goes first, in the same object: one line a plan can read
-        # alone, never out of step with the records. The whole stays one JSON
-        # object ({"head": ..., "backups": ...}).
-        head = head_line(summarize(ordered, pending_deletes))
-        # As write_atomic, with a failpoint while the new catalog is written but
-        # not yet in place.
-        with self.storage.open_write(CATALOG_KEY) as out:
-            out.write(head + dumps(data)[1:])
-            failpoint("catalog-write")
 
     def read_catalog_head(self) -> CatalogHead | None:
         """The catalog's head, reading only its first line; None when there is no
         catalog, or it has no head (written by an older version) or a damaged one."""
-        where = self._where(CATALOG_KEY)
-        line = b""
-        try:
-            with self.storage.open_read(CATALOG_KEY) as stream:
-                while b"\n" not in line and len(line) < MAX_HEAD_BYTES:
-                    chunk = stream.read(HEAD_READ_SIZE)
-                    if not chunk:
-                        break
-                    line += chunk
-        except ObjectNotFoundError:
+        return read_catalog_head(self.storage, self._where_catalog())
+
+    def read_settled_head(self) -> CatalogHead | None:
+        """The catalog's head when it shows nothing amiss: no Running backup, no
+        unfinished prune, and the backup folders on the storage exactly those it
+        lists. None otherwise: then only the whole catalog tells the truth.
+
+        The head is read before the listing: a backup committed in between
+        shows as a folder the head does not list."""
+        head = self.read_catalog_head()
+        if head is None or head.running != 0 or head.pending_deletes != 0:
             return None
-        try:
-            return parse_head_line(line.split(b"\n", 1)[0], where)
-        except IntegrityError:
-            return None  # the full read says what is wrong and repairs it
+        if ids_digest(self.backup_ids_on_storage()) != head.ids_sha256:
+            return None
+        return head
+
+    def _where_catalog(self) -> str:
+        return self._where(CATALOG_KEY)
+
+    def _write_catalog(
+        self, backups: Iterable[BackupRecord], pending_deletes: Iterable[str] = ()
+    ) -> None:
+        write_catalog(self.storage, tuple(backups), tuple(sorted(pending_deletes)))
 
     def backup_ids_on_storage(self) -> list[str]:
         return [e.name for e in self.storage.list_dir(BACKUPS_DIR) if e.is_dir]
 
     def scan_manifests(self) -> tuple[BackupRecord, ...]:
-        """Every committed backup, read from its manifest (a full listing: slow, thorough).
-
-        A damaged manifest is reported as a Corrupt backup rather than hidden."""
+        """Every committed backup, read from its manifest (a full listing: slow, thorough)."""
         found: list[BackupRecord] = []
         for backup_id in self.backup_ids_on_storage():
             try:
                 found.append(self.read_manifest(backup_id))
-            except ObjectNotFoundError:
-                continue  # uncommitted: staging cleanup removes it
-            except IntegrityError:
-                continue
+            except (ObjectNotFoundError, IntegrityError):
+                continue  # uncommitted (cleanup removes it) or damaged (survey lists it)
         return tuple(sorted(found, key=lambda b: (b.created_at, b.id)))
+
+    def survey(self, writer_alive: bool) -> Survey:
+        """The committed backups, what interrupted runs left and how the catalog drifted.
+
+        While another writer is alive its work in progress is not a leftover."""
+        catalog = self.read_catalog()
+        on_storage = set(self.backup_ids_on_storage())
+        temporary = [] if writer_alive else self.temporary_objects()
+        return survey(self, catalog, on_storage, temporary, writer_alive)
+
+    def temporary_objects(self) -> list[str]:
+        """Objects at the top of the repository that an interrupted atomic write left."""
+        return [e.name for e in self.storage.list_dir("") if is_temporary(e.name)]
 
     # ------------------------------------------------------------- manifests
 
@@ -198,46 +250,174 @@ class Repository:
     def has_manifest(self, backup_id: str) -> bool:
         return self.storage.exists(manifest_key(backup_id))
 
-    def write_manifest(self, record: BackupRecord) -> None:
+    def _write_manifest(self, record: BackupRecord) -> None:
         self.storage.write_atomic(manifest_key(record.id), dumps(record_to_json(record)))
 
+    def backup_object(self, backup_id: str, name: str) -> BackupObject:
+        """The object ``name`` of backup ``backup_id`` (which may not exist yet)."""
+        return BackupObject(self.storage, object_key(backup_id, name), name)
 
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a catalog is parsed, then
-    exempt what exists from it (``gc.freeze``).
+    # ------------------------------------------------------------- a backup's life
 
-    Parsing allocates hundreds of thousands of objects that all stay alive and
-    form no cycles; meanwhile the collector would run over and over, each
-    full pass walking every object made so far (a third of the parse time
-    with 10,000 backups), and afterwards it would walk them all again, three
-    times, as they age. Frozen objects are still freed when no longer used;
-    only cycles among them wait for ``gc.unfreeze``, which a long-running
-    caller (the daemon, after every reconcile) calls."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        if enabled:
-            gc.enable()
+    def begin_backup(self, record: BackupRecord) -> PendingBackup:
+        """Enter ``record`` (status Running) in the catalog; return the handle
+        through which its objects are written and it is committed or abandoned."""
+        catalog = self.read_catalog()
+        listed = catalog.without({record.id})
+        self._write_catalog((*listed, record.summary()), catalog.pending_deletes)
+        return PendingBackup(self, record.id, listed, catalog.pending_deletes)
+
+    def add_copied_backup(self, record: BackupRecord) -> None:
+        """Commit a backup whose objects were copied in from another repository."""
+        self._write_manifest(record)
+        self._replace_in_catalog([record])
+
+    def store_rewrapped(self, record: BackupRecord) -> None:
+        """Commit a manifest whose data key was re-wrapped (the catalog: ``store_summaries``)."""
+        self._write_manifest(record)
+
+    def store_summaries(self, records: Sequence[BackupRecord]) -> None:
+        """Replace the catalog entries of ``records`` that are still listed."""
+        self._replace_in_catalog(records, add_missing=False)
+
+    def _replace_in_catalog(
+        self, records: Sequence[BackupRecord], add_missing: bool = True
+    ) -> None:
+        catalog = self.read_catalog()
+        by_id = {r.id: r.summary() for r in records}
+        backups = [by_id.pop(b.id, b) for b in catalog.backups]
+        if add_missing:
+            backups.extend(by_id.values())
+        self._write_catalog(backups, catalog.pending_deletes)
+
+    # ------------------------------------------------------------- pruning and repair
+
+    def prune(self, backup_ids: Sequence[str]) -> None:
+        """Delete the listed backups: out of the catalog first (remembered as
+        pending), then their data, then the pending list is cleared."""
+        doomed = set(backup_ids)
+        catalog = self.read_catalog()
+        remaining = catalog.without(doomed)
+        self._write_catalog(remaining, (*catalog.pending_deletes, *backup_ids))
+        failpoint("prune-started")
+        for backup_id in backup_ids:
+            self._delete_backup(backup_id, failpoint_name="prune-deleting")
+        self._write_catalog(remaining, catalog.pending_deletes)
+
+    def _delete_backup(self, backup_id: str, failpoint_name: str | None = None) -> None:
+        # The manifest first: a backup without one no longer exists, even if
+        # deleting the rest is interrupted.
+        self.storage.delete(manifest_key(backup_id))
+        if failpoint_name:
+            failpoint(failpoint_name)
+        self.storage.delete_tree(backup_dir(backup_id))
+
+    def clean_up(self, items: Sequence[CleanupItem]) -> None:
+        """Remove what interrupted runs left, and re-enter backups committed meanwhile."""
+        catalog = self.read_catalog()
+        backups = {b.id: b for b in catalog.backups}
+        pending = set(catalog.pending_deletes)
+        for item in items:
+            if item.committed is not None:
+                backups[item.committed.id] = item.committed.summary()
+            elif item.backup_id is not None:
+                if item.backup_id not in pending and self.has_manifest(item.backup_id):
+                    # Committed since the plan was made (by backups.migrate earlier in
+                    # this apply): a backup with a manifest is never a leftover.
+                    continue
+                self._delete_backup(item.backup_id)
+                backups.pop(item.backup_id, None)
+                pending.discard(item.backup_id)
+            elif is_temporary(item.path):
+                self.storage.delete(item.path)
+        failpoint("cleanup")
+        self._write_catalog(backups.values(), pending)
+
+    def repair_catalog(self, items: Sequence[DriftItem]) -> None:
+        """Make the catalog list exactly the committed backups again."""
+        catalog = self.read_catalog()
+        backups = {b.id: b for b in catalog.backups}
+        for item in items:
+            if item.remove and item.backup_id is not None:
+                backups.pop(item.backup_id, None)
+            if item.add is not None:
+                backups[item.add.id] = item.add.summary()
+        self._write_catalog(backups.values(), catalog.pending_deletes)
+
+    # ------------------------------------------------------------- verification
+
+    def record_verdicts(self, verdicts: Sequence[Verdict], at: datetime) -> list[BackupRecord]:
+        """Write each verdict into its backup's manifest and catalog entry; return those updated.
+
+        ``verifiedAt`` becomes ``at`` and ``verificationError`` the damage found
+        (or null); see ``verdicts.with_verdict`` for the status. Backups no
+        longer in the catalog (pruned meanwhile) are left alone. Raises
+        StorageError when writing fails."""
+        catalog = self.read_catalog()
+        entries = {b.id: b for b in catalog.backups}
+        updated: list[BackupRecord] = []
+        for verdict in verdicts:
+            entry = entries.get(verdict.backup_id)
+            if entry is None:
+                continue
+            try:
+                manifest: BackupRecord | None = self.read_manifest(verdict.backup_id)
+            except (ObjectNotFoundError, IntegrityError):
+                manifest = None  # nothing to write into; the catalog still records it
+            record = with_verdict(manifest or entry, verdict, at)
+            if manifest is not None:
+                self._write_manifest(record)
+            entries[record.id] = record.summary()
+            updated.append(record)
+        if updated:
+            self._write_catalog(entries.values(), catalog.pending_deletes)
+        return updated
 
 
-def is_uncommitted(record: BackupRecord) -> bool:
-    return record.status is BackupStatus.RUNNING
+class PendingBackup:
+    """A backup being made: Running in the catalog until committed or abandoned."""
+
+    def __init__(
+        self,
+        repository: Repository,
+        backup_id: str,
+        others: tuple[BackupRecord, ...],
+        pending_deletes: tuple[str, ...],
+    ) -> None:
+        self._repository = repository
+        self.backup_id = backup_id
+        self.others = others
+        """The other backups the catalog listed when this one began, oldest first."""
+        self._pending_deletes = pending_deletes
+
+    def object(self, name: str) -> BackupObject:
+        return self._repository.backup_object(self.backup_id, name)
+
+    def commit(self, record: BackupRecord) -> None:
+        """Make ``record`` exist: its manifest, then its final catalog entry.
+
+        Raises StorageError. When the manifest could not be written the backup
+        is abandoned; after it, the backup exists and cleanup re-enters it."""
+        repository = self._repository
+        try:
+            failpoint("before-manifest")
+            repository._write_manifest(record)
+        except BaseException:
+            self.abandon()
+            raise
+        failpoint("after-manifest")
+        repository._write_catalog((*self.others, record.summary()), self._pending_deletes)
+
+    def abandon(self) -> None:
+        """Best effort: remove the uncommitted backup's objects and its Running
+        entry. If the storage is gone, the entry stays and the next reconcile's
+        staging.cleanup removes what is left."""
+        repository = self._repository
+        try:
+            repository.storage.delete_tree(backup_dir(self.backup_id))
+            repository._write_catalog(self.others, self._pending_deletes)
+        except StorageError:
+            pass
 
 
-def read_json_object(storage: Storage, key: str) -> dict[str, Any] | None:
-    """A small JSON object, None when absent; raises StorageError when unreadable."""
-    try:
-        raw = storage.read(key)
-    except ObjectNotFoundError:
-        return None
-    data = loads(raw, key)
-    if not isinstance(data, dict):
-        raise StorageError(f"{key} is not a JSON object")
-    return data
-
-
-__all__ = ["MANIFEST_NAME", "Catalog", "Repository"]
+__all__ = ["Catalog", "PendingBackup", "Repository"]

@@ -32,6 +32,40 @@ def configuration_schema() -> dict[str, Any]:
     return schema
 
 
+@cache
+def secret_field_names() -> frozenset[str]:
+    """Every field name whose value the schema declares a secret reference.
+
+    Read from the schema, not listed by hand, so a secret field added to the
+    schema is kept out of every error message without touching this code."""
+    schema = configuration_schema()
+    return frozenset(_secret_fields(schema, schema["$defs"]["secretRef"]))
+
+
+def _secret_fields(node: Any, secret_ref: Any) -> set[str]:
+    found: set[str] = set()
+    if isinstance(node, list):
+        for item in node:
+            found |= _secret_fields(item, secret_ref)
+    elif isinstance(node, dict):
+        properties = node.get("properties")
+        if isinstance(properties, dict):
+            found |= {n for n, s in properties.items() if _refers_to_secret(s, secret_ref)}
+        for value in node.values():
+            found |= _secret_fields(value, secret_ref)
+    return found
+
+
+def _refers_to_secret(schema: Any, secret_ref: Any) -> bool:
+    if not isinstance(schema, dict):
+        return False
+    if schema.get("$ref") == "#/$defs/secretRef" or schema == secret_ref:
+        return True
+    # A secret reference may be one choice among others (`oneOf: [secretRef, ...]`).
+    choices = [c for k in ("anyOf", "oneOf", "allOf") for c in schema.get(k, [])]
+    return any(_refers_to_secret(c, secret_ref) for c in choices)
+
+
 def schema_errors(document: Document) -> list[str]:
     """Every schema violation in ``document`` as 'file:line: field.path: message'."""
     if passes_fast_check(document.data):

@@ -13,7 +13,7 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import ValidationError
 
-from reconciler.spec.schema import configuration_schema, format_path
+from reconciler.spec.schema import configuration_schema, format_path, secret_field_names
 from reconciler.spec.yamlfile import Document, line_of
 
 SECRET_HINT = "a literal secret is not allowed here; use {env: NAME} or {file: PATH}"
@@ -71,18 +71,21 @@ def _is_secret_ref(schema: Any) -> bool:
     return isinstance(schema, dict) and configuration_schema()["$defs"].get("secretRef") == schema
 
 
-SECRET_FIELDS = frozenset({"password", "accountKey", "sasToken", "secret", "passphrase"})
-
-
 def _describe(error: ValidationError) -> str:
     kind = error.validator
     value = error.validator_value
     instance = error.instance
     if _is_secret_ref(error.schema) and not isinstance(instance, dict):
         return SECRET_HINT
-    if SECRET_FIELDS & {p for p in error.absolute_path if isinstance(p, str)}:
+    under_secret = bool(
+        secret_field_names() & {p for p in error.absolute_path if isinstance(p, str)}
+    )
+    if under_secret:
         # Whatever was written under a secret field may be a secret: never echo it.
         instance = "(value not shown)"
+    if kind == "additionalProperties" and under_secret:
+        # `password: {Sup3rS3cret}` is a mapping whose key is the secret.
+        return "unknown field (its name is not shown); use {env: NAME} or {file: PATH}"
     if kind == "additionalProperties":
         names = ", ".join(repr(n) for n in _unexpected(error))
         return (

@@ -15,7 +15,7 @@ from pathlib import Path
 from reconciler.backup.pipeline import open_object
 from reconciler.crypto.envelope import unwrap_data_key
 from reconciler.crypto.keys import PrivateKey, load_private_key
-from reconciler.repository.records import BackupRecord, BackupStatus, object_key
+from reconciler.repository.records import BackupRecord, BackupStatus
 from reconciler.repository.store import Repository
 from reconciler.storage.base import CHUNK_SIZE, TEMP_MARKER
 from reconciler.storage.local import LocalStorage
@@ -74,12 +74,12 @@ def verify_objects(repository: Path, record: BackupRecord, private_key: Path) ->
     """Decrypt and check every object of ``record`` end to end; raises IntegrityError."""
     assert record.wrapped_key is not None, f"manifest of {record.id} holds no data key"
     data_key = unwrap_data_key(record.wrapped_key, _private_key(private_key))
-    storage = LocalStorage(repository)
+    stored_in = Repository(LocalStorage(repository), repository.name)
     for source in record.sources:
         if source.object is None:
             continue
-        key = object_key(record.id, source.object.name)
-        with open_object(storage, key, source.object, data_key) as plain:
+        stored = stored_in.backup_object(record.id, source.object.name)
+        with open_object(stored, source.object, data_key) as plain:
             while plain.read(CHUNK_SIZE):
                 pass
 

@@ -205,8 +205,11 @@ def test_switching_from_the_account_key_to_a_sas_token_is_validated_then_recorde
     assert "credentials.rotate" in plan.out and "SAS" in plan.out
     assert "backup.run" not in plan.out
     assert_no_secret(cli.secrets, {"the saved plan": saved.read_bytes()})
-    applied = cli.apply()
+
+    # The reviewed plan is what runs: applied from the file, not planned again.
+    applied = cli("apply", saved)
     assert applied.code == 0, applied.text
+    assert "backup.run" not in applied.out, "apply did more than the saved plan"
     assert "credentials.rotate: done" in applied.out and "validated" in applied.out
     assert site.files()["settings.json"] != settings_before
     assert not [k for k in site.files() if ".tmp-" in k], "the validation probe was left"

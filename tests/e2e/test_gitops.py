@@ -60,6 +60,39 @@ def test_a_plan_made_before_someone_elses_apply_is_refused_as_stale(
     assert sorted(p.name for p in workspace.backup_dirs()) == before
 
 
+def test_a_saved_plan_made_with_now_runs_at_that_time(
+    workspace: Workspace, run: Runner, tmp_path: Path
+) -> None:
+    for day in ("2030-01-01T00:00:00Z", "2030-01-02T00:00:00Z"):
+        assert run("apply", "-f", workspace.config, "--now", day).code == 0
+    [first, second] = listed_backups(workspace, run)
+    # Ten days on, retention (7 days, minBackups 2) lets the first backup go once
+    # the planned one succeeds: a plan made as of that time, not of today.
+    when = "2030-01-11T00:00:00Z"
+    planfile = tmp_path / "plan.json"
+    made = run("plan", "-f", workspace.config, "--now", when, "--out", planfile)
+    assert made.code == 0, made.text
+    assert "backup.run" in made.out and "backup.prune" in made.out and first["id"] in made.out
+
+    applied = run("apply", planfile)
+
+    assert applied.code == 0, applied.text
+    assert "backup.run: done" in applied.out and "backup.prune: done" in applied.out
+    backups = listed_backups(workspace, run)
+    assert [b["id"] for b in backups[:-1]] == [second["id"]]
+    made_now = backups[-1]
+    assert made_now["status"] == "Succeeded"
+    assert made_now["createdAt"] == when, "the backup carries the plan's time as its creation"
+    assert run("plan", "-f", workspace.config, "--now", when, "--detailed-exitcode").code == 0
+
+
+def listed_backups(workspace: Workspace, run: Runner) -> list[dict[str, str]]:
+    listing = run("backups", "list", "-f", workspace.config, "--output", "json")
+    assert listing.code == 0, listing.text
+    backups: list[dict[str, str]] = json.loads(listing.out)["backups"]
+    return backups
+
+
 def test_an_edited_configuration_makes_a_saved_plan_stale(
     workspace: Workspace, run: Runner, tmp_path: Path
 ) -> None:

@@ -305,10 +305,16 @@ def test_an_encrypted_previous_key_needs_its_passphrase_reference(
 def test_a_key_folder_restores_backups_of_every_certificate_it_holds_keys_for(
     workspace: Workspace, run: Runner, tmp_path: Path
 ) -> None:
+    identity = workspace.examples / "stamp" / "identity"
     assert run("apply", "-f", workspace.config, "--now", at(0)).code == 0
+    before = tree_snapshot(identity)
     new_cert, new_key = create_keys(run, workspace, "new", "--algorithm", "ec-p256")
     use_encryption(workspace, new_cert)
+    # Each backup holds different content, so a restore of the wrong one shows.
+    (identity / "after-rotation.json").write_text('{"rotated": true}\n')
     assert run("apply", "-f", workspace.config, "--now", at(13)).code == 0
+    expected = {thumbprint_of_file(new_cert): tree_snapshot(identity)}
+    expected[thumbprint_of_file(workspace.examples / "keys" / "demo-backup.cer")] = before
     ring = tmp_path / "ring"
     ring.mkdir()
     for path in (
@@ -323,6 +329,11 @@ def test_a_key_folder_restores_backups_of_every_certificate_it_holds_keys_for(
             run, workspace, str(entry["id"]), tmp_path / f"r{number}", "--key-dir", ring
         )
         assert result.code == 0, result.text
+        restored = tree_snapshot(tmp_path / f"r{number}" / "identity")
+        assert restored == expected[str(entry["keyThumbprint"])]
+        assert tree_snapshot(tmp_path / f"r{number}" / "root-ca") == tree_snapshot(
+            workspace.examples / "stamp" / "ca"
+        )
     only_new = tmp_path / "only-new"
     only_new.mkdir()
     (only_new / "new.pem").write_bytes(new_key.read_bytes())

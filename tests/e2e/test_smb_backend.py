@@ -195,8 +195,10 @@ def test_a_password_rotated_on_the_server_is_planned_validated_and_recorded(
         assert "backup.run" not in plan.out
         assert_no_secret(cli.secrets, {"the saved plan": saved.read_bytes()})
 
-        applied = cli.apply()
+        # The reviewed plan is what runs: applied from the file, not planned again.
+        applied = cli("apply", saved)
         assert applied.code == 0, applied.text
+        assert "backup.run" not in applied.out, "apply did more than the saved plan"
         assert "credentials.rotate: done" in applied.out and "validated" in applied.out
         assert settings.read_bytes() != recorded_before, "the new fingerprint was not recorded"
         assert not [p for p in site.repository.rglob("*") if ".tmp-" in p.name], "probe left"

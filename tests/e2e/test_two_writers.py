@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.repository.records import LOCK_KEY, dumps
+from reconciler.repository.layout import LOCK_KEY
+from reconciler.repository.lock import read_lock
+from reconciler.repository.records import dumps
+from reconciler.storage.local import LocalStorage
 from reconciler.timeutil import format_time, now_utc
 from tests.e2e.conftest import assert_one_clear_error
 from tests.e2e.processes import Background
@@ -124,6 +127,35 @@ def test_two_applies_taking_over_the_same_stale_lock_at_once_run_one_backup(
     assert_one_clear_error(loser, "locked by backupctl apply", f"pid {winner.pid} on")
     assert len(dump_intervals(log)) == 1
     assert len(assert_settled(region.repository, region.key).succeeded) == 1
+
+
+def test_a_taker_resuming_after_another_took_over_leaves_the_new_lock_alone(
+    region: Region,
+) -> None:
+    write_stale_lock(region)
+    log = region.root / "dumps.log"
+    late = region.start_apply(
+        T1, {"BACKUPCTL_FAILPOINTS": "lock-stale:stop", "SLOW_DUMP_LOG": str(log)}
+    )
+    late.wait_for("failpoint lock-stale reached")
+    # Stopped between reading the stale lock and claiming it: meanwhile another
+    # apply takes the same stale lock over and is mid-backup when it resumes.
+    holder = held_mid_backup(region, T1, log)
+    held = lock_nonce(region)
+    late.signal(signal.SIGCONT)
+    result = late.finish()
+    assert_one_clear_error(result, "locked by backupctl apply", f"pid {holder.pid} on")
+    assert lock_nonce(region) == held, "the new holder lost its lock"
+    (region.root / "go").touch()
+    assert holder.finish().code == 0
+    assert len(dump_intervals(log)) == 1
+    assert len(assert_settled(region.repository, region.key).succeeded) == 1
+
+
+def lock_nonce(region: Region) -> str:
+    holder = read_lock(LocalStorage(region.repository))
+    assert holder is not None, "the repository is not locked"
+    return holder.nonce
 
 
 def test_a_taker_that_dies_holding_its_claim_does_not_block_the_repository(

@@ -28,21 +28,16 @@ from reconciler.reconcile.prepared import Prepared
 from reconciler.reconcile.render import render_text
 from reconciler.reconcile.retention import Prunable
 from reconciler.reconcile.session import desired_state, reconcile
+from reconciler.repository.layout import CATALOG_KEY, LOCK_KEY, manifest_key
 from reconciler.repository.lock import RepositoryLock, read_lock
-from reconciler.repository.records import (
-    CATALOG_KEY,
-    LOCK_KEY,
-    BackupRecord,
-    BackupStatus,
-    dumps,
-    manifest_key,
-)
+from reconciler.repository.records import BackupRecord, BackupStatus, dumps
 from reconciler.repository.store import Repository
 from reconciler.spec import load_configurations
 from reconciler.spec.model import BackupConfiguration, CommandSource, Retention
 from reconciler.storage.factory import Credentials
 from reconciler.storage.memory import MemoryStorage
 from reconciler.timeutil import format_time, now_utc
+from tests.plant import plant_catalog
 
 DEMO_CERT = Path(__file__).resolve().parents[2] / "examples" / "keys" / "demo-backup.cer"
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -329,7 +324,7 @@ def test_an_interrupted_backup_is_planned_for_cleanup_and_removed(region: Region
         completed_at=None,
         sources=(),
     )
-    region.repository.write_catalog((good, crashed))
+    plant_catalog(region.repository, (good, crashed))
     region.storage.write_atomic(f"backups/{crashed.id}/key-vault.dump.zst.enc", b"partial")
     when = T0 + timedelta(hours=2)
     state = region.observe(when)
@@ -352,7 +347,7 @@ def test_a_committed_backup_still_listed_as_running_is_re_added_with_its_status(
 ) -> None:
     region.reconcile(T0)
     [record] = region.catalog()
-    region.repository.write_catalog((replace(record, status=BackupStatus.RUNNING),))
+    plant_catalog(region.repository, (replace(record, status=BackupStatus.RUNNING),))
     when = T0 + timedelta(hours=1)
     state = region.observe(when)
     assert [(b.id, b.status) for b in state.backups] == [(record.id, BackupStatus.SUCCEEDED)]
@@ -417,7 +412,7 @@ def test_a_committed_backup_missing_from_the_catalog_is_entered_again(region: Re
     region.reconcile(T0)
     region.reconcile(T0 + timedelta(hours=13))
     first, second = region.catalog()
-    region.repository.write_catalog((second,))
+    plant_catalog(region.repository, (second,))
     when = T0 + timedelta(hours=14)
     plan = region.plan(when)
     assert names(plan) == ["catalog.repair"]
@@ -449,7 +444,7 @@ def test_an_apply_holding_the_lock_cleans_up_an_interrupted_backup(region: Regio
     crashed = replace(
         good, id="20261120T130000Z-dead02", status=BackupStatus.RUNNING, completed_at=None
     )
-    region.repository.write_catalog((good, crashed))
+    plant_catalog(region.repository, (good, crashed))
     region.storage.write_atomic(f"backups/{crashed.id}/key-vault.dump.zst.enc", b"partial")
     assert names(region.plan(start)) == ["staging.cleanup"]
     plan, _ = reconcile(prepared, start, "backupctl apply")

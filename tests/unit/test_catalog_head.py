@@ -15,10 +15,8 @@ from hypothesis import strategies as st
 
 from reconciler.reconcile.head import head_suffices
 from reconciler.reconcile.plan import Desired, plan_configuration
-from reconciler.reconcile.verification import _VERIFIED_STATUSES
 from reconciler.repository.catalog_head import (
     TAIL_LIMIT,
-    VERIFIED_STATUSES,
     head_line,
     parse_head_line,
     summarize,
@@ -27,6 +25,7 @@ from reconciler.repository.records import BackupRecord, BackupStatus
 from reconciler.repository.store import Repository
 from reconciler.spec.model import Retention, Schedule, Verification
 from reconciler.storage.memory import MemoryStorage
+from tests.plant import plant_catalog
 from tests.unit.planning_fixtures import (
     NOW,
     applied,
@@ -171,7 +170,7 @@ def test_a_catalog_with_its_head_is_still_one_json_object_and_the_head_is_read_a
     storage = MemoryStorage()
     repository = Repository(storage, "region-west")
     records = tuple(backup(age=timedelta(hours=h)) for h in range(200, 0, -1))
-    repository.write_catalog(records)
+    plant_catalog(repository, records)
     raw = storage.objects["catalog.json"]
 
     data = json.loads(raw)
@@ -190,7 +189,3 @@ def test_a_catalog_without_a_head_is_read_whole() -> None:
     assert repository.read_catalog_head() is None
     storage.objects["catalog.json"] = b'{"head": {"count": 1,'
     assert repository.read_catalog_head() is None  # damaged: the full read reports it
-
-
-def test_verification_checks_the_statuses_the_head_counts_from() -> None:
-    assert set(VERIFIED_STATUSES) == set(_VERIFIED_STATUSES)

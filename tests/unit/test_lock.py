@@ -5,18 +5,25 @@ files, the race of two takers) are in test_apply_memory.py."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from reconciler.errors import LockedError
 from reconciler.repository.fenced import FencedStorage
+from reconciler.repository.layout import LOCK_KEY
 from reconciler.repository.lock import CLAIMS_DIR, RepositoryLock, read_lock
-from reconciler.repository.records import LOCK_KEY, dumps
+from reconciler.repository.records import dumps
+from reconciler.storage.local import LocalStorage
 from reconciler.storage.memory import MemoryStorage
 from reconciler.timeutil import format_time, now_utc
 
@@ -182,3 +189,146 @@ def test_a_holder_that_could_not_renew_in_time_stops_writing_and_leaves_the_lock
         lock.release()
     # Deleting an expired lock could race with a process taking it over.
     assert read_lock(storage) == lock.holder
+
+
+# ------------------------------------------------------------------ two takers, one stale lock
+
+
+class TakeoverBeforeClaim(MemoryStorage):
+    """Storage shared with a rival process that runs its whole takeover of the stale
+    lock ``nonce`` in the moment after this process read that stale lock and before
+    it claims it: the interleaving the nonce re-check after claiming exists for.
+
+    The rival runs once, from inside this process's claim, so the order is fixed:
+    no sleeps, no threads racing."""
+
+    def __init__(self, nonce: str) -> None:
+        super().__init__("shared")
+        self.claim_key = f"{CLAIMS_DIR}/{nonce}.json"
+        self.rival: RepositoryLock | None = None
+
+    def create_exclusive(self, key: str, data: bytes) -> None:
+        if key == self.claim_key and self.rival is not None:
+            rival, self.rival = self.rival, None
+            rival.acquire()
+            # The rival's claim on the stale lock is gone with its takeover.
+            assert not self.exists(self.claim_key)
+        super().create_exclusive(key, data)
+
+
+def test_a_taker_that_claims_after_another_took_over_leaves_the_new_lock_alone() -> None:
+    storage = TakeoverBeforeClaim("5ca1ab1e")
+    stale_lock(storage, nonce="5ca1ab1e")
+    clock = Clock(T0)
+    rival = RepositoryLock(storage, "region-west", "backupctl daemon", clock=clock)
+    storage.rival = rival
+    mine = RepositoryLock(storage, "region-west", "backupctl apply", clock=clock)
+    try:
+        with pytest.raises(LockedError, match=f"locked by backupctl daemon .*{rival.holder.nonce}"):
+            mine.acquire()
+        assert storage.rival is None, "the rival's takeover did not run between read and claim"
+        assert rival.taken_over is not None and "gone.invalid" in rival.taken_over
+        # Exactly one holder: the rival, whose fresh lock was not deleted as "the stale one".
+        assert read_lock(storage) == rival.holder
+        assert storage.deleted.count(LOCK_KEY) == 1, "only the stale lock was ever deleted"
+        assert not any(k.startswith(CLAIMS_DIR) for k in storage.objects)
+    finally:
+        mine.release()
+        rival.release()
+    assert not storage.exists(LOCK_KEY)
+
+
+# ------------------------------------------------------------------ another user's process
+
+NOBODY = 65534
+
+
+def take_as_nobody(folder: Path, holder_pid: int) -> tuple[int, str]:
+    """Try to take the lock of ``folder`` in a forked child that, when the tests run as
+    root, first becomes ``nobody`` (the venv's interpreter may be unreadable to
+    nobody, so the child does not exec). Returns its exit status and message:
+    0 and the LockedError when refused, 1 when it took the lock."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns, reports through the pipe
+        status, message = 2, "the child failed"
+        try:
+            os.close(read_end)
+            status, message = _take_in_child(folder, holder_pid)
+        except BaseException as exc:
+            message = f"the child failed: {exc!r}"
+        finally:
+            os.write(write_end, message.encode())
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        message = pipe.read().decode()
+    _, wait_status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(wait_status), message
+
+
+def _take_in_child(folder: Path, holder_pid: int) -> tuple[int, str]:
+    if os.geteuid() == 0:
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+    try:
+        os.kill(holder_pid, 0)
+        return 3, "the holder's process can be signalled: it is not another user's"
+    except PermissionError:
+        pass
+    try:
+        RepositoryLock(LocalStorage(folder), "region-west", "backupctl apply").acquire()
+    except LockedError as exc:
+        return 0, str(exc)
+    return 1, "took the lock"
+
+
+@pytest.fixture
+def shared_folder() -> Iterator[Path]:
+    """A repository folder that a user other than root may write to."""
+    folder = Path(tempfile.mkdtemp(prefix="backupctl-lock-"))
+    try:
+        folder.chmod(0o777)
+        yield folder
+    finally:
+        shutil.rmtree(folder)
+
+
+@pytest.fixture
+def other_users_process() -> Iterator[int]:
+    """The pid of a live process that the taker (run as ``nobody`` when the tests
+    run as root, else as ourselves) may not signal: ``kill(pid, 0)`` says EPERM."""
+    if os.geteuid() != 0:
+        if os.stat("/proc/1").st_uid == os.geteuid():
+            pytest.skip("no process of another user to hold the lock (pid 1 is ours)")
+        yield 1
+        return
+    holder = subprocess.Popen(["sleep", "600"])
+    try:
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_live_process_of_another_user_on_this_host_keeps_its_lock(
+    shared_folder: Path, other_users_process: int
+) -> None:
+    storage = LocalStorage(shared_folder)
+    storage.write_atomic(
+        LOCK_KEY,
+        holder_json(
+            host=socket.gethostname(),
+            pid=other_users_process,
+            nonce="a11ve001",
+            expires=now_utc() + timedelta(minutes=5),
+            command="backupctl daemon",
+        ),
+    )
+    status, message = take_as_nobody(shared_folder, other_users_process)
+    assert status == 0, message
+    assert f"locked by backupctl daemon (pid {other_users_process} on" in message
+    current = read_lock(storage)
+    assert current is not None and current.nonce == "a11ve001", "the live holder lost its lock"
+    assert not (shared_folder / CLAIMS_DIR).exists()

@@ -20,12 +20,14 @@ from reconciler.reconcile.actions import PruneBackups
 from reconciler.reconcile.apply import ApplyContext, apply_plan
 from reconciler.reconcile.prepared import Prepared
 from reconciler.reconcile.session import make_plan, reconcile
-from reconciler.repository.records import LOCK_KEY, BackupStatus
+from reconciler.repository.layout import LOCK_KEY
+from reconciler.repository.records import BackupStatus
 from reconciler.repository.store import Repository
 from reconciler.spec import load_configurations
 from reconciler.spec.model import BackupConfiguration
 from reconciler.storage.memory import MemoryStorage
 from reconciler.timeutil import compact
+from tests.plant import plant_catalog, plant_manifest
 
 DEMO_CERT = Path(__file__).resolve().parents[2] / "examples" / "keys" / "demo-backup.cer"
 NEWEST = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -103,9 +105,9 @@ def repository_with(count: int, config: BackupConfiguration) -> Prepared:
             started_at=created,
             completed_at=created + timedelta(seconds=3),
         )
-        repository.write_manifest(record)
+        plant_manifest(repository, record)
         records.append(record.summary())
-    repository.write_catalog(tuple(records))
+    plant_catalog(repository, tuple(records))
     return prepared
 
 

@@ -26,7 +26,7 @@ from reconciler.reconcile.actions import (
     UpdateSettings,
     VerifyBackups,
 )
-from reconciler.reconcile.observe import CleanupItem, DriftItem, ObservedState
+from reconciler.reconcile.observe import ObservedState
 from reconciler.reconcile.plan import ConfigurationPlan, Desired, plan_configuration
 from reconciler.reconcile.prepared import Prepared
 from reconciler.reconcile.render import render_json, render_markdown, render_text
@@ -42,6 +42,7 @@ from reconciler.repository.records import (
     KeyHistoryEntry,
 )
 from reconciler.repository.store import Repository
+from reconciler.repository.survey import CleanupItem, DriftItem
 from reconciler.spec.model import (
     BackupConfiguration,
     CommandSource,

@@ -14,6 +14,7 @@ import pytest
 from reconciler.crypto.certificates import load_certificate
 from reconciler.crypto.envelope import new_data_key, wrap_data_key
 from reconciler.errors import IntegrityError
+from reconciler.repository.layout import format_backup_id, manifest_key, parse_backup_id
 from reconciler.repository.records import (
     AppliedSettings,
     BackupRecord,
@@ -25,7 +26,7 @@ from reconciler.repository.records import (
     StoredObject,
     dumps,
     loads,
-    manifest_key,
+    newest_succeeded,
     record_from_json,
     record_to_json,
     settings_from_json,
@@ -33,6 +34,7 @@ from reconciler.repository.records import (
 )
 from reconciler.repository.store import Repository
 from reconciler.storage.memory import MemoryStorage
+from tests.plant import plant_manifest
 
 DEMO_CERT = load_certificate(
     Path(__file__).resolve().parents[2] / "examples" / "keys" / "demo-backup.cer"
@@ -281,7 +283,7 @@ def test_a_damaged_manifest_read_from_storage_names_the_object_and_repository() 
     storage = MemoryStorage("west")
     repository = Repository(storage, "region-west")
     record = full_record()
-    repository.write_manifest(record)
+    plant_manifest(repository, record)
     assert repository.read_manifest(record.id) == record
     storage.write_atomic(manifest_key(record.id), b'{"id": ')
     with pytest.raises(IntegrityError) as caught:
@@ -307,3 +309,62 @@ def test_damaged_settings_read_from_storage_name_the_object() -> None:
     storage.write_atomic("settings.json", b"[1, 2")
     with pytest.raises(IntegrityError, match=r"^settings\.json in repository region-west"):
         repository.read_settings()
+
+
+def summary_at(hour: int, status: BackupStatus, suffix: str = "000000") -> BackupRecord:
+    created = CREATED + timedelta(hours=hour)
+    return replace(
+        full_record().summary(),
+        id=format_backup_id(created, suffix),
+        status=status,
+        created_at=created,
+        started_at=created,
+    )
+
+
+def test_a_backup_id_names_its_creation_time_and_reads_back_as_it() -> None:
+    backup_id = format_backup_id(CREATED + timedelta(seconds=7), "3f9a1c")
+    assert backup_id == "20261125T120007Z-3f9a1c"
+    assert parse_backup_id(backup_id) == CREATED + timedelta(seconds=7)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "latest",
+        "../../quickstart/settings",
+        "20261125T120000Z-3f9a1c/../../settings",
+        "20261125T120000Z-3f9a1c\n",
+        "20261125T120000Z-3F9A1C",
+        "20261125T120000Z-3f9a1",
+        "20261125T1200Z-3f9a1c",
+        "",
+    ],
+)
+def test_what_is_not_exactly_a_backup_id_is_refused(text: str) -> None:
+    assert parse_backup_id(text) is None
+
+
+def test_the_newest_succeeded_backup_is_chosen_by_creation_time_not_position() -> None:
+    older = summary_at(0, BackupStatus.SUCCEEDED)
+    newest = summary_at(5, BackupStatus.SUCCEEDED)
+    later_but_not_succeeded = [
+        summary_at(hour, status)
+        for hour, status in (
+            (6, BackupStatus.CORRUPT),
+            (7, BackupStatus.PARTIALLY_SUCCEEDED),
+            (8, BackupStatus.FAILED),
+            (9, BackupStatus.RUNNING),
+        )
+    ]
+    assert newest_succeeded([newest, older, *later_but_not_succeeded]) == newest
+    assert newest_succeeded(later_but_not_succeeded) is None
+
+
+def test_of_two_succeeded_backups_created_the_same_second_the_greater_id_is_newest() -> None:
+    low, high = (
+        summary_at(1, BackupStatus.SUCCEEDED, "0000aa"),
+        summary_at(1, BackupStatus.SUCCEEDED, "0000ab"),
+    )
+    assert newest_succeeded([high, low]) == high
+    assert newest_succeeded([low, high]) == high

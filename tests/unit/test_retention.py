@@ -143,6 +143,33 @@ def test_backups_created_after_now_are_never_pruned() -> None:
     assert select_prunable((future,), Retention(days=1, min_backups=1), NOW) == ()
 
 
+def test_a_backup_created_after_now_is_never_pruned_however_far_ahead() -> None:
+    # Made by hosts whose clocks run weeks ahead: younger than any limit.
+    far, farther = backup(age=-days(20)), backup(age=-days(30))
+    failed = backup(BackupStatus.FAILED, age=-days(40))
+    old = backup(age=days(10))
+    one = Retention(days=7, min_backups=1)
+    assert ids(select_prunable((old, far, farther, failed), one, NOW)) == [old.id]
+
+
+def test_a_backup_created_after_now_counts_towards_min_backups() -> None:
+    # The clock of the host that made `ahead` runs an hour fast: it still is one
+    # of the two newest Succeeded backups, so the 30-day-old one may go.
+    oldest, older = backup(age=days(30)), backup(age=days(20))
+    ahead = backup(age=-timedelta(hours=1))
+    assert kept((oldest, older, ahead), WEEK) == [older, ahead]
+
+
+def test_a_backup_created_after_now_is_the_newest_succeeded_one() -> None:
+    old = backup(age=days(20))
+    ahead = backup(age=-timedelta(minutes=5))
+    one = Retention(days=7, min_backups=1)
+    assert kept((old, ahead), one) == [ahead]
+    # A failed one ahead of now protects nothing.
+    failed_ahead = backup(BackupStatus.FAILED, age=-timedelta(minutes=5))
+    assert kept((old, failed_ahead), one) == [old, failed_ahead]
+
+
 # ------------------------------------------------------------------ property
 
 
@@ -176,5 +203,13 @@ def test_retention_never_drops_the_newest_succeeded_nor_goes_below_min_backups(
         assert newest.id not in gone
     assert not any(p.backup.status is BackupStatus.RUNNING for p in prunable)
     assert all(p.backup.created_at < NOW - timedelta(days=retention.days) for p in prunable)
+    # Nothing old is kept that the rule does not protect: the protected ones are the
+    # newest Succeeded by creation time, those created after NOW included.
+    newest_first = sorted(succeeded, key=lambda b: (b.created_at, b.id), reverse=True)
+    protected = {b.id for b in newest_first[: max(retention.min_backups, 1) - planned_extra]}
+    limit = NOW - timedelta(days=retention.days)
+    for b in backups:
+        if b.id not in gone and b.status is not BackupStatus.RUNNING and b.created_at < limit:
+            assert b.id in protected, f"{b.status} backup {b.id} kept although old"
     created = [p.backup.created_at for p in prunable]
     assert created == sorted(created)

@@ -12,11 +12,11 @@ from jsonschema import Draft202012Validator
 from reconciler.crypto.certificates import Certificate
 from reconciler.crypto.keys import create_key_pair
 from reconciler.reconcile.actions import RewrapKeys
-from reconciler.reconcile.observe import CleanupItem, DriftItem
 from reconciler.reconcile.plan import ConfigurationPlan, Desired, plan_configuration
 from reconciler.reconcile.render import render_json, render_markdown, render_text
 from reconciler.reconcile.rewrap import select_rewrap
 from reconciler.repository.records import BackupStatus
+from reconciler.repository.survey import CleanupItem, DriftItem
 from tests.unit.planning_fixtures import (
     DEMO_CERT,
     NOW,

@@ -138,6 +138,24 @@ def test_a_backup_created_after_now_does_not_count_for_a_dry_run_in_the_past() -
     assert due is not None
 
 
+def test_a_failed_backup_created_after_now_delays_no_backup() -> None:
+    # A host whose clock runs ahead failed "in the future": that is no recent
+    # attempt by this clock, so neither the scheduled backup nor a retry waits.
+    failed_ahead = backup("Failed", age=-minutes(10))
+    due = scheduled_backup_due(DEFAULT, (backup(age=hours(13)), failed_ahead), NOW)
+    assert due is not None and due.trigger == "scheduled"
+    retry = scheduled_backup_due(
+        DEFAULT, (backup(age=hours(13)), backup("Failed", age=hours(1)), failed_ahead), NOW
+    )
+    assert retry is not None and retry.trigger == "retry"
+
+
+def test_a_succeeded_backup_dated_years_ahead_does_not_silence_the_schedule() -> None:
+    years_ahead = backup(age=-hours(24 * 365 * 3))
+    due = scheduled_backup_due(DEFAULT, (years_ahead,), NOW)
+    assert due is not None and due.reason == "no backup exists yet"
+
+
 def test_a_disabled_schedule_never_asks_for_a_backup() -> None:
     disabled = Schedule(enabled=False, frequency_hours=12, retry_after_minutes=30)
     assert scheduled_backup_due(disabled, (), NOW) is None

@@ -18,13 +18,15 @@ from pathlib import Path
 import pytest
 
 from reconciler.backup.engine import run_backup
-from reconciler.backup.verify import record_verifications, verify_backup
+from reconciler.backup.verify import verdicts_of, verify_backup
 from reconciler.crypto.keyring import KeyRing
 from reconciler.crypto.keys import load_private_key
-from reconciler.repository.records import BackupRecord, BackupStatus, StoredObject, object_key
+from reconciler.repository.layout import object_key
+from reconciler.repository.records import BackupRecord, BackupStatus, StoredObject
 from reconciler.repository.store import Repository
 from reconciler.spec import load_configurations
 from reconciler.storage.memory import MemoryStorage
+from tests.plant import plant_catalog, plant_manifest
 
 KEYS = Path(__file__).resolve().parents[2] / "examples" / "keys"
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -132,13 +134,13 @@ def test_with_the_key_damage_is_caught_even_when_the_manifest_checksum_was_made_
                 source.object.name, len(damaged), hashlib.sha256(damaged).hexdigest()
             )
             sources = (replace(source, object=forged), *record.sources[1:])
-            repository.write_manifest(replace(manifest, sources=sources))
+            plant_manifest(repository, replace(manifest, sources=sources))
             keyless, full = verdicts(repository, record.id, ring, tmp_path)
             assert keyless == (), "the checksums match, so a keyless check cannot see it"
             assert len(full) == 1 and key in full[0], (position, full)
     finally:
         storage.write_atomic(key, original)
-        repository.write_manifest(manifest)
+        plant_manifest(repository, manifest)
 
 
 def test_a_missing_object_or_manifest_is_damage(
@@ -169,7 +171,7 @@ def test_recording_marks_damage_corrupt_and_only_an_intact_full_check_clears_it(
         damaged = replace(
             verify_backup(repository, record.id, None, {}, tmp_path), problems=("x is damaged",)
         )
-        record_verifications(repository, [damaged], T0)
+        repository.record_verdicts(verdicts_of([damaged]), T0)
         after = repository.read_manifest(record.id)
         assert (after.status, after.verification_error, after.verified_at) == (
             BackupStatus.CORRUPT,
@@ -178,13 +180,13 @@ def test_recording_marks_damage_corrupt_and_only_an_intact_full_check_clears_it(
         )
         assert repository.read_catalog().backups[0].status is BackupStatus.CORRUPT
         keyless = verify_backup(repository, record.id, None, {}, tmp_path)
-        record_verifications(repository, [keyless], T0)
+        repository.record_verdicts(verdicts_of([keyless]), T0)
         assert repository.read_manifest(record.id).status is BackupStatus.CORRUPT
         full = verify_backup(repository, record.id, ring, {}, tmp_path)
-        record_verifications(repository, [full], T0)
+        repository.record_verdicts(verdicts_of([full]), T0)
         cleared = repository.read_manifest(record.id)
         assert (cleared.status, cleared.verification_error) == (BackupStatus.SUCCEEDED, None)
         assert repository.read_catalog().backups[0].status is BackupStatus.SUCCEEDED
     finally:
-        repository.write_manifest(manifest)
-        repository.write_catalog(catalog.backups)
+        plant_manifest(repository, manifest)
+        plant_catalog(repository, catalog.backups)
