@@ -6,6 +6,7 @@ Layering (imports point down only)::
      -> reconcile (spec -> observe -> plan -> apply)
          -> backup, restore
              -> storage backends, crypto, sources
+                 -> streams (ByteSink, CHUNK_SIZE), errors
 """
 
 __version__ = "0.1.0"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from reconciler.backup.pipeline import BytesCallback, Writable, store_object
+from reconciler.backup.pipeline import BytesCallback, store_object
 from reconciler.crypto.envelope import new_data_key, wrap_data_key
 from reconciler.errors import SourceError
 from reconciler.failpoints import failpoint
@@ -31,6 +31,7 @@ from reconciler.sources.sqlite import snapshot_database
 from reconciler.sources.stats import SourceStats
 from reconciler.spec.model import BackupConfiguration, CommandSource, FilesSource, Source
 from reconciler.spec.secrets import environment_without_secrets
+from reconciler.streams import ByteSink
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ def _back_up_source(
     )
 
 
-def _produce(source: Source, out: Writable, work: Path, env: dict[str, str]) -> SourceStats:
+def _produce(source: Source, out: ByteSink, work: Path, env: dict[str, str]) -> SourceStats:
     if isinstance(source, FilesSource):
         return write_tree(source.path, source.exclude, out)
     if isinstance(source, CommandSource):

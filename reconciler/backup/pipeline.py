@@ -40,7 +40,8 @@ from reconciler.errors import IntegrityError
 from reconciler.failpoints import failpoint
 from reconciler.repository.objects import BackupObject
 from reconciler.repository.records import StoredObject
-from reconciler.storage.base import CHUNK_SIZE, ObjectWriter
+from reconciler.storage.base import CHUNK_SIZE
+from reconciler.streams import ByteSink
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -119,7 +120,7 @@ def compression_threads() -> int:
 class _MeasuringSink:
     """Passes bytes to ``out`` while hashing and counting them."""
 
-    def __init__(self, out: ObjectWriter, on_bytes: BytesCallback | None) -> None:
+    def __init__(self, out: ByteSink, on_bytes: BytesCallback | None) -> None:
         self._out = out
         self._on_bytes = on_bytes
         self.sha256 = hashlib.sha256()
@@ -152,17 +153,10 @@ class _MeasuringSource:
         return data
 
 
-class Writable:
-    """What a source writes its bytes into (typing aid for zstd's writer)."""
-
-    def write(self, data: bytes, /) -> int:  # pragma: no cover - protocol only
-        raise NotImplementedError
-
-
 def store_object(
     target: BackupObject,
     data_key: bytes,
-    produce: Callable[[Writable], T],
+    produce: Callable[[ByteSink], T],
     on_bytes: BytesCallback | None = None,
 ) -> tuple[StoredObject, T]:
     """Run ``produce`` with a writer whose bytes are compressed, encrypted and stored.
@@ -180,7 +174,7 @@ def store_object(
 def _store_object(
     target: BackupObject,
     data_key: bytes,
-    produce: Callable[[Writable], T],
+    produce: Callable[[ByteSink], T],
     on_bytes: BytesCallback | None,
 ) -> tuple[StoredObject, T]:
     with target.open_write() as out:
@@ -197,7 +191,7 @@ def _store_object(
             # whole frames are encrypted straight from it, without a copy.
             write_size=4 * CHUNK_SIZE,
         )
-        result = produce(writer)  # type: ignore[arg-type]
+        result = produce(writer)
         writer.close()  # type: ignore[no-untyped-call]
         encrypting.close()
         failpoint("object-upload")  # every byte written, the object not yet committed

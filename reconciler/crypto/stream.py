@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from reconciler.errors import IntegrityError
+from reconciler.streams import ByteSink
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -47,12 +48,6 @@ HEADER_BYTES = _HEADER.size
 _LENGTH = struct.Struct(">I")
 _NONCE = struct.Struct(">Q3xB")
 _OBJECT_KEY_INFO = b"backupctl object v1"
-
-
-class BinarySink(Protocol):
-    """Where encrypted (or decrypted) bytes go: a file, a storage writer, ..."""
-
-    def write(self, data: bytes, /) -> object: ...
 
 
 class BinarySource(Protocol):
@@ -95,7 +90,7 @@ class EncryptingWriter:
     final frame, so a partial object can never pass as complete."""
 
     def __init__(
-        self, sink: BinarySink, data_key: bytes, frame_size: int = DEFAULT_FRAME_SIZE
+        self, sink: ByteSink, data_key: bytes, frame_size: int = DEFAULT_FRAME_SIZE
     ) -> None:
         """Write the header to ``sink``. Raises ValueError for a bad key or frame size."""
         _check_data_key(data_key)
@@ -362,7 +357,7 @@ class DecryptingReader(io.RawIOBase):
         return b"".join(parts)
 
 
-def decrypt_all(source: BinarySource, data_key: bytes, object_name: str, sink: BinarySink) -> int:
+def decrypt_all(source: BinarySource, data_key: bytes, object_name: str, sink: ByteSink) -> int:
     """Decrypt a whole object from ``source`` into ``sink``; return the plaintext size.
 
     Raises IntegrityError naming ``object_name`` if the object is damaged, in

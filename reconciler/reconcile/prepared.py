@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from reconciler.reconcile.locations import location_credentials, open_storage
 from reconciler.repository.store import Repository
 from reconciler.spec.model import BackupConfiguration
-from reconciler.storage.factory import Credentials, location_credentials, open_storage
+from reconciler.storage.factory import Credentials
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import BinaryIO
 
-from reconciler.storage.base import Entry, ObjectWriter, Storage
+from reconciler.storage.base import Entry, Storage
+from reconciler.streams import ByteSink
 
 
 class FencedStorage:
@@ -46,7 +47,7 @@ class FencedStorage:
         self._storage.write_atomic(key, data)
 
     @contextmanager
-    def open_write(self, key: str) -> Iterator[ObjectWriter]:
+    def open_write(self, key: str) -> Iterator[ByteSink]:
         self._guard()
         with self._storage.open_write(key) as out:
             yield _GuardedWriter(out, self._guard)
@@ -76,10 +77,10 @@ class FencedStorage:
 
 
 class _GuardedWriter:
-    def __init__(self, out: ObjectWriter, guard: Callable[[], None]) -> None:
+    def __init__(self, out: ByteSink, guard: Callable[[], None]) -> None:
         self._out = out
         self._guard = guard
 
-    def write(self, data: bytes | memoryview, /) -> int:
+    def write(self, data: bytes, /) -> object:
         self._guard()
         return self._out.write(data)

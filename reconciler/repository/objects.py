@@ -6,7 +6,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from reconciler.storage.base import ObjectWriter, Storage
+from reconciler.storage.base import Storage
+from reconciler.streams import ByteSink
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class BackupObject:
     def open_read(self) -> AbstractContextManager[BinaryIO]:
         return self._storage.open_read(self._key)
 
-    def open_write(self) -> AbstractContextManager[ObjectWriter]:
+    def open_write(self) -> AbstractContextManager[ByteSink]:
         """A writer that commits the object only when its block exits normally."""
         return self._storage.open_write(self._key)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-CHUNK_SIZE = 1024 * 1024
-"""Bytes moved at a time; no source reads a file or a stream whole."""
+from reconciler.streams import CHUNK_SIZE as CHUNK_SIZE
+from reconciler.streams import ByteSink as ByteSink
 
 
 @dataclass(frozen=True)
@@ -19,12 +19,6 @@ class SourceStats:
 
     items: int
     content_bytes: int
-
-
-class ByteSink(Protocol):
-    """Where a backup stream goes: anything with ``write(bytes)``."""
-
-    def write(self, data: bytes, /) -> object: ...
 
 
 class ByteSource(Protocol):

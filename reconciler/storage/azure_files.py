@@ -34,14 +34,12 @@ import base64
 import binascii
 import contextlib
 import errno
-import io
 import logging
 import random
 import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any, BinaryIO, NoReturn
 from urllib.parse import urlsplit
 
@@ -69,8 +67,21 @@ from reconciler.errors import (
     StorageFullError,
     UnreachableError,
 )
-from reconciler.storage.base import CHUNK_SIZE, Entry, ObjectWriter, parent_of
+from reconciler.storage.base import Entry, parent_of
 from reconciler.storage.keys import check_key, temp_name_for
+from reconciler.storage.locations import AccountKey as AccountKey
+from reconciler.storage.locations import AzureCredential as AzureCredential
+from reconciler.storage.locations import ClientSecret as ClientSecret
+from reconciler.storage.locations import DefaultCredential as DefaultCredential
+from reconciler.storage.locations import SasToken as SasToken
+from reconciler.storage.plumbing import (
+    ChunkingWriter,
+    buffered_reader,
+    remove_tree,
+    staged,
+    write_whole,
+)
+from reconciler.streams import ByteSink
 
 RANGE_SIZE = 4 * 1024 * 1024
 """Largest body Put Range accepts; also the size of download ranges."""
@@ -101,39 +112,6 @@ _FORBIDDEN = frozenset(
     }
 )
 
-
-# -- credentials -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AccountKey:
-    """The storage account's shared key (base64)."""
-
-    key: str = field(repr=False)
-
-
-@dataclass(frozen=True)
-class SasToken:
-    """A shared access signature, account or share level (with or without '?')."""
-
-    token: str = field(repr=False)
-
-
-@dataclass(frozen=True)
-class DefaultCredential:
-    """azure-identity's DefaultAzureCredential (environment, managed identity, CLI...)."""
-
-
-@dataclass(frozen=True)
-class ClientSecret:
-    """An Entra ID application (service principal) with a client secret."""
-
-    tenant_id: str
-    client_id: str
-    secret: str = field(repr=False)
-
-
-AzureCredential = AccountKey | SasToken | DefaultCredential | ClientSecret
 
 _SdkCredential = str | AzureNamedKeyCredential | TokenCredential
 
@@ -168,10 +146,11 @@ class _QuickRetry(ExponentialRetry):
 
     FIRST_BACKOFF = 0.25
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, sleep: Callable[[float], None]) -> None:
         super().__init__(
             retry_total=total, retry_connect=total, retry_read=total, retry_status=total
         )
+        self._sleep = sleep
         # True after a request failed to connect through every retry, until a
         # request gets through again. Meanwhile requests try to connect once:
         # after a backup failed on a dead account, its clean-up and the lock
@@ -197,6 +176,12 @@ class _QuickRetry(ExponentialRetry):
     def get_backoff_time(self, settings: dict[str, Any]) -> float:
         base = self.FIRST_BACKOFF * 2 ** max(0, int(settings["count"]) - 1)
         return random.uniform(0.8 * base, 1.2 * base)
+
+    def sleep(self, settings: dict[str, Any], transport: Any) -> None:
+        """Wait the backoff with the storage's sleep (the transport's is time.sleep)."""
+        backoff = self.get_backoff_time(settings)
+        if backoff > 0:
+            self._sleep(backoff)
 
 
 def _account_name(account_url: str) -> str:
@@ -254,12 +239,16 @@ class AzureFilesStorage:
         credential: AzureCredential,
         *,
         retry_total: int = 4,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """``retry_total`` bounds the SDK's retries of a request; ``sleep`` waits
+        between any two tries (tests pass a recording one)."""
         self._url = _public(account_url)
         self._account = _account_name(account_url)
         self._share_name = share
         self._root = _directory_parts(directory)
         self._retry_total = retry_total
+        self._sleep = sleep
         self._share = self._make_client(account_url, credential)
 
     def _make_client(self, account_url: str, credential: AzureCredential) -> ShareClient:
@@ -269,7 +258,7 @@ class AzureFilesStorage:
                 account_url,
                 self._share_name,
                 credential=sdk_credential,
-                retry_policy=_QuickRetry(self._retry_total),
+                retry_policy=_QuickRetry(self._retry_total, self._sleep),
                 connection_timeout=CONNECT_TIMEOUT_SECONDS,
                 **options,
             )
@@ -432,29 +421,26 @@ class AzureFilesStorage:
         with self._boundary(what):
             properties = client.get_file_properties()
         fetch = self._range_fetcher(client, str(properties.etag), what)
-        raw = _RangeReader(int(properties.size), fetch)
-        with io.BufferedReader(raw, buffer_size=CHUNK_SIZE) as stream:
+        with buffered_reader(_Ranges(int(properties.size), fetch).fill) as stream:
             yield stream
 
     def write_atomic(self, key: str, data: bytes) -> None:
-        with self.open_write(key) as out:
-            out.write(data)
+        write_whole(self, key, data)
 
     @contextmanager
-    def open_write(self, key: str) -> Iterator[ObjectWriter]:
+    def open_write(self, key: str) -> Iterator[ByteSink]:
         """Upload under a temporary name, then rename over the key (see the module doc)."""
         what = f"cannot write {self._where(key)}"
         path = self._path(key)
         temp = self._temp_path(path)
         writer = _RangeWriter(self._range_uploader(temp, what))
-        try:
-            yield writer
+
+        def commit() -> None:
             writer.close()
             self._commit(temp, path, writer.file_id, overwrite=True, what=what)
-        except BaseException:
-            if writer.started:
-                self._discard(temp)
-            raise
+
+        with staged(writer, commit, self._discarder(writer, temp)) as out:
+            yield out
 
     def create_exclusive(self, key: str, data: bytes) -> None:
         """Write a temporary file, then rename it onto the key without replacing."""
@@ -462,16 +448,15 @@ class AzureFilesStorage:
         path = self._path(key)
         temp = self._temp_path(path)
         writer = _RangeWriter(self._range_uploader(temp, what))
-        try:
-            writer.write(data)
+
+        def commit() -> None:
             writer.close()
             # overwrite=False: the service refuses the rename if the key
             # exists, atomically; that is the exclusive create.
             self._commit(temp, path, writer.file_id, overwrite=False, what=what)
-        except BaseException:
-            if writer.started:
-                self._discard(temp)
-            raise
+
+        with staged(writer, commit, self._discarder(writer, temp)) as out:
+            out.write(data)
 
     def size(self, key: str) -> int:
         with self._boundary(f"cannot read {self._where(key)}"):
@@ -494,7 +479,7 @@ class AzureFilesStorage:
             found = self._list(self._path(key))
         entries = [
             Entry(item.name, True, 0)
-            if isinstance(item, DirectoryProperties)
+            if _is_directory(item)
             else Entry(item.name, False, int(item.size))
             for item in found
         ]
@@ -541,12 +526,16 @@ class AzureFilesStorage:
 
     def _delete_tree(self, path: str) -> None:
         """Delete a directory bottom-up: the service deletes only empty directories."""
-        for item in self._list(path):
-            child = f"{path}/{item.name}" if path else str(item.name)
-            if isinstance(item, DirectoryProperties):
-                self._delete_tree(child)
-            else:
-                self._delete_file(child)
+
+        def children(folder: str) -> list[tuple[str, bool]]:
+            return [
+                (f"{folder}/{item.name}" if folder else str(item.name), _is_directory(item))
+                for item in self._list(folder)
+            ]
+
+        remove_tree(path, children, self._delete_file, self._delete_directory)
+
+    def _delete_directory(self, path: str) -> None:
         if not path:
             return  # the share's root directory cannot be deleted, only emptied
         try:
@@ -625,11 +614,17 @@ class AzureFilesStorage:
             raise
         return str(file_id) if file_id else None
 
-    def _discard(self, path: str) -> None:
-        """Best-effort removal of a temporary file after a failure; staging
-        cleanup finds what is left (its name holds TEMP_MARKER)."""
-        with contextlib.suppress(AzureError):
-            self._file(path).delete_file(retry_total=0)
+    def _discarder(self, writer: _RangeWriter, path: str) -> Callable[[BaseException], None]:
+        """Best-effort removal of the temporary file ``writer`` may have created,
+        after a failure; staging cleanup finds what is left (its name holds
+        TEMP_MARKER)."""
+
+        def discard(_: BaseException) -> None:
+            if writer.started:
+                with contextlib.suppress(AzureError):
+                    self._file(path).delete_file(retry_total=0)
+
+        return discard
 
     # -- helpers: download ---------------------------------------------------------
 
@@ -641,7 +636,7 @@ class AzureFilesStorage:
         def fetch(offset: int, length: int) -> bytes:
             for attempt in range(READ_ATTEMPTS):
                 if attempt:
-                    time.sleep(_QuickRetry.FIRST_BACKOFF * 2 ** (attempt - 1))
+                    self._sleep(_QuickRetry.FIRST_BACKOFF * 2 ** (attempt - 1))
                 try:
                     download = client.download_file(offset=offset, length=length)
                     data = download.readall()
@@ -659,6 +654,11 @@ class AzureFilesStorage:
             )
 
         return fetch
+
+
+def _is_directory(item: Any) -> bool:
+    """Whether an item of a directory listing is a directory (else a file)."""
+    return isinstance(item, DirectoryProperties)
 
 
 def _interrupted(exc: AzureError) -> bool:
@@ -694,22 +694,19 @@ def _network_reason(exc: BaseException) -> str:
     return ""
 
 
-class _RangeReader(io.RawIOBase):
-    """A raw stream over a file of known size, fetched one 4 MiB range at a time."""
+class _Ranges:
+    """The content of a file of known size, fetched one 4 MiB range at a time
+    and handed out in whatever pieces the reader asks for."""
 
     def __init__(self, size: int, fetch: Callable[[int, int], bytes]) -> None:
-        super().__init__()
         self._size = size
         self._fetch = fetch
         self._position = 0
         self._chunk = b""
         self._chunk_start = 0
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
+    def fill(self, view: memoryview) -> int:
+        """Copy the next bytes into ``view``; returns the count, 0 at the end."""
         if self._position >= self._size or not len(view):
             return 0
         offset = self._position - self._chunk_start
@@ -724,31 +721,28 @@ class _RangeReader(io.RawIOBase):
 
 
 class _RangeWriter:
-    """An ObjectWriter that uploads in ranges of at most 4 MiB; holds one range in memory."""
+    """A ByteSink that uploads in ranges of at most 4 MiB; holds one range in memory."""
 
     def __init__(self, upload: Callable[[int, bytes], str | None]) -> None:
         self._upload = upload
-        self._buffer = bytearray()
+        self._chunks = ChunkingWriter(self._send, RANGE_SIZE)
         self._offset = 0
         self.started = False  # a file may exist on the server: discard it on failure
         self.file_id: str | None = None  # the id the service gave the file it created
 
     def write(self, data: bytes | memoryview, /) -> int:
-        self._buffer += data
-        while len(self._buffer) >= RANGE_SIZE:
-            self._flush(RANGE_SIZE)
-        return memoryview(data).nbytes
+        return self._chunks.write(data)
 
     def close(self) -> None:
         """Upload what is buffered; an object never written to is created empty."""
-        if self._buffer or not self.started:
-            self._flush(len(self._buffer))
+        self._chunks.flush()
+        if not self.started:
+            self._send(memoryview(b""))
 
-    def _flush(self, count: int) -> None:
-        piece = bytes(self._buffer[:count])
-        del self._buffer[:count]
+    def _send(self, piece: memoryview) -> None:
+        data = bytes(piece)
         self.started = True
-        file_id = self._upload(self._offset, piece)
+        file_id = self._upload(self._offset, data)
         if file_id is not None:
             self.file_id = file_id
-        self._offset += count
+        self._offset += len(data)

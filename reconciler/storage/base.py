@@ -19,14 +19,14 @@ Guarantees every backend gives:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import BinaryIO, NamedTuple, Protocol, runtime_checkable
 
+from reconciler.streams import CHUNK_SIZE as CHUNK_SIZE
+from reconciler.streams import ByteSink
+
 TEMP_MARKER = ".tmp-"
 """Part of the name of every temporary object; staging cleanup looks for it."""
-
-CHUNK_SIZE = 1024 * 1024
 
 
 class Entry(NamedTuple):
@@ -38,10 +38,6 @@ class Entry(NamedTuple):
     name: str
     is_dir: bool
     size: int
-
-
-class ObjectWriter(Protocol):
-    def write(self, data: bytes | memoryview, /) -> int: ...
 
 
 @runtime_checkable
@@ -73,7 +69,7 @@ class Storage(Protocol):
         """Write a small object all at once, replacing any previous one atomically."""
         ...
 
-    def open_write(self, key: str) -> AbstractContextManager[ObjectWriter]:
+    def open_write(self, key: str) -> AbstractContextManager[ByteSink]:
         """A streaming writer that commits atomically when the block exits cleanly.
 
         On an exception inside the block, the temporary object is removed and the
@@ -103,15 +99,6 @@ class Storage(Protocol):
     def delete_tree(self, key: str) -> None:
         """Delete a folder and everything in it; a missing folder is not an error."""
         ...
-
-
-def iter_chunks(stream: BinaryIO, size: int = CHUNK_SIZE) -> Iterator[bytes]:
-    """Yield a stream's content in chunks of at most ``size`` bytes."""
-    while True:
-        chunk = stream.read(size)
-        if not chunk:
-            return
-        yield chunk
 
 
 def parent_of(key: str) -> str:

@@ -1,28 +1,24 @@
-"""Opening the Storage for a configured location, with its resolved credentials."""
+"""Opening the Storage for a location, and the credentials that identify its user.
+
+Takes the storage layer's own ``LocationConfig`` (secrets already resolved);
+the configuration model is mapped onto it by a higher layer
+(``reconciler.reconcile.locations``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from reconciler.spec.model import (
-    AccountKeyAuth,
-    AzureAuth,
-    AzureFileShareLocation,
-    ClientSecretAuth,
-    LocalLocation,
-    SasTokenAuth,
-    SmbLocation,
-    StorageLocation,
-)
-from reconciler.spec.secrets import resolve_secret
 from reconciler.storage.base import Storage
 from reconciler.storage.local import LocalStorage
-
-if TYPE_CHECKING:
-    # The SDK-backed backends are imported only when a configuration uses them:
-    # importing azure-core costs a noticeable part of a second.
-    from reconciler.storage.azure_files import AzureCredential
+from reconciler.storage.locations import (
+    AccountKey,
+    AzureConfig,
+    ClientSecret,
+    LocalConfig,
+    LocationConfig,
+    SasToken,
+    SmbConfig,
+)
 
 
 @dataclass(frozen=True)
@@ -33,38 +29,33 @@ class Credentials:
     material: bytes
 
 
-def location_credentials(location: StorageLocation) -> Credentials | None:
-    """The resolved credentials of ``location``; None when it takes none.
-
-    Raises ConfigError when a secret cannot be resolved."""
-    if isinstance(location, SmbLocation):
-        password = resolve_secret(location.password).value
-        material = f"smb\0{location.username}\0{password}".encode()
+def credentials_for(location: LocationConfig) -> Credentials | None:
+    """The credentials of ``location``; None when it takes none (a local folder,
+    an Azure identity found by DefaultAzureCredential)."""
+    if isinstance(location, SmbConfig):
+        material = f"smb\0{location.username}\0{location.password}".encode()
         return Credentials(location.username, material)
-    if isinstance(location, AzureFileShareLocation):
-        auth = location.auth
-        if isinstance(auth, AccountKeyAuth):
-            return Credentials(
-                "the account key", b"key\0" + resolve_secret(auth.key).value.encode()
-            )
-        if isinstance(auth, SasTokenAuth):
-            token = resolve_secret(auth.token).value
-            return Credentials("the SAS token", b"sas\0" + token.encode())
-        if isinstance(auth, ClientSecretAuth):
-            secret = resolve_secret(auth.secret).value
-            material = f"client\0{auth.tenant_id}\0{auth.client_id}\0{secret}".encode()
-            return Credentials(f"client {auth.client_id}", material)
-        return None
+    if isinstance(location, AzureConfig):
+        credential = location.credential
+        if isinstance(credential, AccountKey):
+            return Credentials("the account key", b"key\0" + credential.key.encode())
+        if isinstance(credential, SasToken):
+            return Credentials("the SAS token", b"sas\0" + credential.token.encode())
+        if isinstance(credential, ClientSecret):
+            material = (
+                f"client\0{credential.tenant_id}\0{credential.client_id}\0{credential.secret}"
+            ).encode()
+            return Credentials(f"client {credential.client_id}", material)
     return None
 
 
-def open_storage(location: StorageLocation, repository: str) -> Storage:
-    """The Storage rooted at ``<location>/<repository>/``.
-
-    Raises ConfigError for unresolvable secrets."""
-    if isinstance(location, LocalLocation):
+def open_storage(location: LocationConfig, repository: str) -> Storage:
+    """The Storage rooted at ``<location>/<repository>/`` (no I/O yet)."""
+    if isinstance(location, LocalConfig):
         return LocalStorage(location.path / repository)
-    if isinstance(location, SmbLocation):
+    # The SDK-backed backends are imported only when a configuration uses them:
+    # importing azure-core costs a noticeable part of a second.
+    if isinstance(location, SmbConfig):
         from reconciler.storage.smb import SmbStorage
 
         return SmbStorage(
@@ -73,7 +64,7 @@ def open_storage(location: StorageLocation, repository: str) -> Storage:
             _join(location.folder, repository),
             port=location.port,
             username=location.username,
-            password=resolve_secret(location.password).value,
+            password=location.password,
             require_encryption=location.require_encryption,
         )
     from reconciler.storage.azure_files import AzureFilesStorage
@@ -82,26 +73,9 @@ def open_storage(location: StorageLocation, repository: str) -> Storage:
         location.account_url,
         location.share,
         _join(location.directory, repository),
-        _azure_credential(location.auth),
+        location.credential,
     )
 
 
 def _join(folder: str, name: str) -> str:
     return f"{folder.strip('/')}/{name}" if folder.strip("/") else name
-
-
-def _azure_credential(auth: AzureAuth) -> AzureCredential:
-    from reconciler.storage.azure_files import (
-        AccountKey,
-        ClientSecret,
-        DefaultCredential,
-        SasToken,
-    )
-
-    if isinstance(auth, AccountKeyAuth):
-        return AccountKey(resolve_secret(auth.key).value)
-    if isinstance(auth, SasTokenAuth):
-        return SasToken(resolve_secret(auth.token).value)
-    if isinstance(auth, ClientSecretAuth):
-        return ClientSecret(auth.tenant_id, auth.client_id, resolve_secret(auth.secret).value)
-    return DefaultCredential()

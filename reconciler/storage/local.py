@@ -21,8 +21,10 @@ from reconciler.errors import (
     StorageFullError,
     UnreachableError,
 )
-from reconciler.storage.base import Entry, ObjectWriter
+from reconciler.storage.base import Entry
 from reconciler.storage.keys import check_key, temp_name_for
+from reconciler.storage.plumbing import staged, write_whole
+from reconciler.streams import ByteSink
 
 
 class LocalStorage:
@@ -85,11 +87,10 @@ class LocalStorage:
             yield stream
 
     def write_atomic(self, key: str, data: bytes) -> None:
-        with self.open_write(key) as out:
-            out.write(data)
+        write_whole(self, key, data)
 
     @contextmanager
-    def open_write(self, key: str) -> Iterator[ObjectWriter]:
+    def open_write(self, key: str) -> Iterator[ByteSink]:
         path = self._path(key)
         temp = path.with_name(temp_name_for(path.name))
         try:
@@ -97,25 +98,30 @@ class LocalStorage:
             stream = temp.open("xb")
         except OSError as exc:
             self._fail(exc, f"cannot write {path}")
-        try:
-            with stream:
-                writer = _TranslatingWriter(stream, path)
-                try:
-                    yield writer
-                except BaseException:
-                    writer.finish(report=False)
-                    raise
+        writer = _TranslatingWriter(stream, path)
+
+        def commit() -> None:
+            try:
                 writer.finish()
                 stream.flush()
                 os.fsync(stream.fileno())
-            os.replace(temp, path)
-            _fsync_dir(path.parent)
-        except OSError as exc:
-            _remove_quietly(temp)
-            self._fail(exc, f"cannot write {path}")
-        except BaseException:
-            _remove_quietly(temp)
-            raise
+                stream.close()
+                os.replace(temp, path)
+                _fsync_dir(path.parent)
+            except OSError as exc:
+                self._fail(exc, f"cannot write {path}")
+
+        def discard(_: BaseException) -> None:
+            writer.finish(report=False)
+            try:
+                stream.close()  # may flush buffered data, and fail doing so
+            except OSError as exc:
+                self._fail(exc, f"cannot write {path}")
+            finally:
+                _remove_quietly(temp)
+
+        with staged(writer, commit, discard) as out:
+            yield out
 
     def create_exclusive(self, key: str, data: bytes) -> None:
         path = self._path(key)

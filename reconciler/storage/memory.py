@@ -1,15 +1,22 @@
-"""In-memory storage for unit tests: no I/O, and it counts what is read and written."""
+"""In-memory storage for unit tests: no I/O, and it counts what is read and written.
+
+It passes the conformance suite the real backends pass (tests/storage), so it
+behaves as a folder of files does: keys are checked, folders outlive their last
+object, an object and a folder cannot share a key, and ``create_exclusive`` is
+atomic between threads."""
 
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, BinaryIO
 
-from reconciler.errors import ObjectExistsError, ObjectNotFoundError
-from reconciler.storage.base import Entry, ObjectWriter
+from reconciler.errors import ObjectExistsError, ObjectNotFoundError, UnreachableError
+from reconciler.storage.base import Entry, parent_of
 from reconciler.storage.keys import check_key
+from reconciler.streams import ByteSink
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -18,7 +25,12 @@ if TYPE_CHECKING:
 class MemoryStorage:
     def __init__(self, name: str = "memory") -> None:
         self._name = name
+        self._lock = threading.Lock()
         self.objects: dict[str, bytes] = {}
+        """The content of every object by key; tests may change it directly."""
+        self.folders: set[str] = set()
+        """Folders that were created and not deleted ('' is the root), besides
+        those implied by the keys of ``objects``."""
         self.created = False
         self.reads = 0
         self.bytes_read = 0
@@ -41,7 +53,7 @@ class MemoryStorage:
         self.created = True
 
     def root_exists(self) -> bool:
-        return self.created or bool(self.objects)
+        return self.created or bool(self.objects) or bool(self.folders)
 
     def read(self, key: str) -> bytes:
         data = self._object(key)
@@ -62,25 +74,50 @@ class MemoryStorage:
 
     def write_atomic(self, key: str, data: bytes) -> None:
         check_key(key)
+        with self._lock:
+            self._commit(key, data)
+
+    def _commit(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key`` and create its folders; the lock is held.
+
+        Raises UnreachableError, as a file system does, when a folder on the way
+        is an object or the key is a folder."""
+        folder = parent_of(key)
+        while folder:
+            if folder in self.objects:
+                raise UnreachableError(
+                    f"cannot write {key} in {self.description}: {folder} is not a folder"
+                )
+            folder = parent_of(folder)
+        if key in self.folders:
+            raise UnreachableError(f"cannot write {key} in {self.description}: it is a folder")
         self.writes += 1
         self.written.append(key)
         self.objects[key] = bytes(data)
+        folder = parent_of(key)
+        while folder:
+            self.folders.add(folder)
+            folder = parent_of(folder)
 
     @contextmanager
-    def open_write(self, key: str) -> Iterator[ObjectWriter]:
+    def open_write(self, key: str) -> Iterator[ByteSink]:
+        check_key(key)  # before the caller produces a byte, as the real backends do
         buffer = io.BytesIO()
         yield buffer
         self.write_atomic(key, buffer.getvalue())
 
     def create_exclusive(self, key: str, data: bytes) -> None:
-        if key in self.objects:
-            raise ObjectExistsError(f"{key} already exists in {self.description}")
-        self.write_atomic(key, data)
+        check_key(key)
+        with self._lock:
+            if key in self.objects:
+                raise ObjectExistsError(f"{key} already exists in {self.description}")
+            self._commit(key, data)
 
     def size(self, key: str) -> int:
         return len(self.read(key))
 
     def exists(self, key: str) -> bool:
+        check_key(key)
         self.lookups += 1
         return key in self.objects
 
@@ -89,6 +126,10 @@ class MemoryStorage:
         prefix = "/".join(check_key(key))
         prefix = prefix + "/" if prefix else ""
         found: dict[str, Entry] = {}
+        for name in self.folders:
+            if name.startswith(prefix):
+                head = name[len(prefix) :].partition("/")[0]
+                found[head] = Entry(head, True, 0)
         for name, data in self.objects.items():
             if not name.startswith(prefix):
                 continue
@@ -97,14 +138,22 @@ class MemoryStorage:
         return [found[n] for n in sorted(found)]
 
     def delete(self, key: str) -> None:
+        check_key(key)
         self.deleted.append(key)
-        self.objects.pop(key, None)
+        with self._lock:
+            self.objects.pop(key, None)
 
     def delete_tree(self, key: str) -> None:
+        """Delete the folder ``key`` with everything in it; '' is the root itself."""
+        check_key(key)
         self.deleted.append(key)
-        prefix = key.rstrip("/") + "/"
-        for name in [n for n in self.objects if n.startswith(prefix)]:
-            del self.objects[name]
+        prefix = key.rstrip("/") + "/" if key else ""
+        with self._lock:
+            for name in [n for n in self.objects if n.startswith(prefix)]:
+                del self.objects[name]
+            self.folders = {f for f in self.folders if f != key and not f.startswith(prefix)}
+            if not key:
+                self.created = False
 
 
 class _CountingReader(io.BytesIO):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import io
 import logging
 import socket
 import stat
@@ -23,7 +22,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import smbclient
 from smbprotocol.exceptions import (
@@ -42,11 +41,16 @@ from reconciler.errors import (
     StorageFullError,
     UnreachableError,
 )
-from reconciler.storage.base import CHUNK_SIZE, Entry, ObjectWriter
+from reconciler.storage.base import CHUNK_SIZE, Entry
 from reconciler.storage.keys import check_key, temp_name_for
-
-if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
+from reconciler.storage.plumbing import (
+    ChunkingWriter,
+    buffered_reader,
+    remove_tree,
+    staged,
+    write_whole,
+)
+from reconciler.streams import ByteSink
 
 T = TypeVar("T")
 
@@ -226,7 +230,8 @@ class SmbStorage:
     """A repository folder ``\\\\server\\share\\folder`` on an SMB share.
 
     ``require_encryption`` refuses servers without SMB 3 encryption; without
-    it, encryption is still used whenever the server supports it."""
+    it, encryption is still used whenever the server supports it. ``sleep``
+    waits between retries (tests pass a recording one)."""
 
     def __init__(
         self,
@@ -239,6 +244,7 @@ class SmbStorage:
         password: str | None,
         require_encryption: bool = False,
         connection_timeout: float = 15.0,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not server or not share or "/" in share or "\\" in share:
             raise ValueError(f"invalid SMB server {server!r} or share {share!r}")
@@ -250,6 +256,7 @@ class SmbStorage:
         self._password = password
         self._require_encryption = require_encryption
         self._timeout = connection_timeout
+        self._sleep = sleep
         self._cache: dict[str, Any] = {}
         # None until the first logon showed whether the server can encrypt.
         self._encrypt: bool | None = None
@@ -383,11 +390,11 @@ class SmbStorage:
             except Exception as exc:
                 status = _nt_status(exc)
                 if status in busy and busy_tries + 1 < _BUSY_ATTEMPTS:
-                    time.sleep(_BUSY_BACKOFF * 2**busy_tries)
+                    self._sleep(_BUSY_BACKOFF * 2**busy_tries)
                     busy_tries += 1
                 elif idempotent and _connection_lost(exc) and lost_tries + 1 < _LOST_ATTEMPTS:
                     self.close()
-                    time.sleep(_LOST_BACKOFF * 2**lost_tries)
+                    self._sleep(_LOST_BACKOFF * 2**lost_tries)
                     lost_tries += 1
                 else:
                     raise self._error(exc, action, parts, writing=writing) from exc
@@ -510,8 +517,17 @@ class SmbStorage:
             "read",
             parts,
         )
-        reader = _Reader(raw, lambda exc: self._error(exc, "read", parts, writing=False))
-        with io.BufferedReader(reader, buffer_size=CHUNK_SIZE) as stream:
+
+        def fill(view: memoryview) -> int:
+            # At most one chunk per request, whatever the caller asks for.
+            try:
+                count: int = raw.readinto(view[:CHUNK_SIZE])
+            except Exception as exc:
+                raise self._error(exc, "read", parts, writing=False) from exc
+            return count
+
+        # A failure to close a read handle loses nothing.
+        with buffered_reader(fill, lambda: _forget_handle(raw)) as stream:
             yield stream
 
     def size(self, key: str) -> int:
@@ -561,11 +577,10 @@ class SmbStorage:
         """Write a small object, replacing any previous one atomically.
 
         Raises PermissionDeniedError, StorageFullError, UnreachableError..."""
-        with self.open_write(key) as out:
-            out.write(data)
+        write_whole(self, key, data)
 
     @contextmanager
-    def open_write(self, key: str) -> Iterator[ObjectWriter]:
+    def open_write(self, key: str) -> Iterator[ByteSink]:
         """A streaming writer that commits atomically when the block exits.
 
         Data goes to a temporary name, sent in 1 MiB pieces, and is renamed
@@ -585,9 +600,9 @@ class SmbStorage:
             writing=True,
             idempotent=False,
         )
-        writer = _Writer(raw, lambda exc: self._error(exc, "write", parts, writing=True))
-        try:
-            yield writer
+        writer = self._writer(raw, parts)
+
+        def commit() -> None:
             writer.flush()
             self._guard(raw.close, "write", parts)
             self._call(
@@ -598,11 +613,9 @@ class SmbStorage:
                 idempotent=False,
                 busy=_RENAME_BUSY,
             )
-        except BaseException as exc:
-            _forget_handle(raw)
-            if not isinstance(exc, UnreachableError):
-                self._remove_quietly(temp)
-            raise
+
+        with staged(writer, commit, self._discarder(raw, temp)) as out:
+            yield out
 
     def create_exclusive(self, key: str, data: bytes) -> None:
         """Create a small object; raises ObjectExistsError if the key exists.
@@ -620,16 +633,41 @@ class SmbStorage:
             writing=True,
             idempotent=False,
         )
-        writer = _Writer(raw, lambda exc: self._error(exc, "write", parts, writing=True))
-        try:
-            writer.write(data)
+        writer = self._writer(raw, parts)
+
+        def commit() -> None:
             writer.flush()
             self._guard(raw.close, "write", parts)
-        except BaseException as exc:
+
+        with staged(writer, commit, self._discarder(raw, parts)) as out:
+            out.write(data)
+
+    def _writer(self, raw: Any, parts: list[str]) -> ChunkingWriter:
+        """Sends what is written to the open file ``raw`` one CHUNK_SIZE request at
+        a time. Raises StorageError subclasses."""
+
+        def send(piece: memoryview) -> None:
+            # The SDK may take less than a whole piece per request (credits).
+            try:
+                while piece:
+                    piece = piece[raw.write(piece) :]
+            except Exception as exc:
+                raise self._error(exc, "write", parts, writing=True) from exc
+
+        return ChunkingWriter(send, CHUNK_SIZE)
+
+    def _discarder(self, raw: Any, parts: list[str]) -> Callable[[BaseException], None]:
+        """What undoes a failed write to ``parts`` through the handle ``raw``.
+
+        When the connection is lost the object stays, marked by TEMP_MARKER
+        (or as a lock nobody finished writing), for staging cleanup."""
+
+        def discard(exc: BaseException) -> None:
             _forget_handle(raw)
             if not isinstance(exc, UnreachableError):
                 self._remove_quietly(parts)
-            raise
+
+        return discard
 
     # -- deleting ---------------------------------------------------------------
 
@@ -659,18 +697,21 @@ class SmbStorage:
 
         Entries that vanish meanwhile (another client deleting) are skipped."""
         kwargs = self._kwargs()
-        with smbclient.scandir(path, **kwargs) as entries:
-            children = [(e.path, e.is_dir(follow_symlinks=False)) for e in entries]
-        for child, is_dir in children:
-            try:
-                if is_dir:
-                    self._remove_tree(child)
-                else:
-                    smbclient.remove(child, **kwargs)
-            except SMBOSError as exc:
-                if exc.ntstatus not in _MISSING:
-                    raise
-        smbclient.rmdir(path, **kwargs)
+
+        def children(folder: str) -> list[tuple[str, bool]]:
+            with _unless_missing(), smbclient.scandir(folder, **kwargs) as entries:
+                return [(e.path, e.is_dir(follow_symlinks=False)) for e in entries]
+            return []
+
+        def remove_file(file: str) -> None:
+            with _unless_missing():
+                smbclient.remove(file, **kwargs)
+
+        def remove_folder(folder: str) -> None:
+            with _unless_missing():
+                smbclient.rmdir(folder, **kwargs)
+
+        remove_tree(path, children, remove_file, remove_folder)
 
     def _remove_quietly(self, parts: list[str]) -> None:
         """Best-effort removal of a leftover object after a failed write."""
@@ -678,81 +719,11 @@ class SmbStorage:
             smbclient.remove(self._unc(parts), **self._kwargs())
 
 
-class _Writer:
-    """Sends written data to an open SMB file in pieces of CHUNK_SIZE.
-
-    Small writes are gathered (one SMB request per MiB, not per call); large
-    ones are cut up, so memory stays bounded by about one chunk."""
-
-    def __init__(self, raw: Any, fail: Callable[[Exception], StorageError]) -> None:
-        self._raw = raw
-        self._fail = fail
-        self._buffer = bytearray()
-
-    def write(self, data: bytes | memoryview, /) -> int:
-        """Queue ``data``; returns its length in bytes. Raises StorageError."""
-        view = memoryview(data).cast("B")
-        size = len(view)
-        if self._buffer:
-            take = min(CHUNK_SIZE - len(self._buffer), size)
-            self._buffer += view[:take]
-            view = view[take:]
-            if len(self._buffer) < CHUNK_SIZE:
-                return size
-            self._send(self._buffer)
-            self._buffer.clear()
-        while len(view) >= CHUNK_SIZE:
-            self._send(view[:CHUNK_SIZE])
-            view = view[CHUNK_SIZE:]
-        self._buffer += view
-        return size
-
-    def flush(self) -> None:
-        """Send what is still queued. Raises StorageError."""
-        if self._buffer:
-            self._send(self._buffer)
-            self._buffer.clear()
-
-    def _send(self, data: bytes | bytearray | memoryview) -> None:
-        """Write all of ``data``; the SDK may take less per request (credits)."""
-        view = memoryview(data)
-        try:
-            while view:
-                view = view[self._raw.write(view) :]
-        except Exception as exc:
-            raise self._fail(exc) from exc
-        finally:
-            view.release()
-
-
-class _Reader(io.RawIOBase):
-    """A raw reader over an open SMB file that raises only StorageError.
-
-    Wrapped in an io.BufferedReader of CHUNK_SIZE, it reads 1 MiB per SMB
-    request, so memory does not grow with the object."""
-
-    def __init__(self, raw: Any, fail: Callable[[Exception], StorageError]) -> None:
-        super().__init__()
-        self._raw = raw
-        self._fail = fail
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: WriteableBuffer, /) -> int:
-        """Fill ``buffer`` from the file; returns the count, 0 at the end.
-
-        Raises StorageError (UnreachableError when the connection is lost)."""
-        # At most one chunk per request, whatever the caller asks for.
-        with memoryview(buffer) as whole, whole.cast("B")[:CHUNK_SIZE] as part:
-            try:
-                count: int = self._raw.readinto(part)
-            except Exception as exc:
-                raise self._fail(exc) from exc
-        return count
-
-    def close(self) -> None:
-        """Close the SMB handle; a failure to close a read handle loses nothing."""
-        if not self.closed:
-            _forget_handle(self._raw)
-        super().close()
+@contextmanager
+def _unless_missing() -> Iterator[None]:
+    """Ignore an SMB error saying that the file or folder does not exist."""
+    try:
+        yield
+    except SMBOSError as exc:
+        if exc.ntstatus not in _MISSING:
+            raise

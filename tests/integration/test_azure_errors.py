@@ -58,10 +58,11 @@ def open_storage(
     *,
     share: str = SHARE,
     retry_total: int = 4,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> AzureFilesStorage:
     credential = credential or AccountKey(emulator.account_key)
     return AzureFilesStorage(
-        emulator.account_url, share, "region-west", credential, retry_total=retry_total
+        emulator.account_url, share, "region-west", credential, retry_total=retry_total, sleep=sleep
     )
 
 
@@ -195,6 +196,21 @@ def test_throttled_twice_then_the_write_succeeds(emulator: AzureFilesEmulator) -
     assert emulator.files(SHARE) == {"region-west/catalog.json": b"v1"}
 
 
+def test_sdk_retries_back_off_exponentially_through_the_injected_sleep(
+    emulator: AzureFilesEmulator,
+) -> None:
+    slept: list[float] = []
+    storage = open_storage(emulator, retry_total=3, sleep=slept.append)
+    storage.ensure_root()
+    emulator.inject(status=503, times=None)
+    with pytest.raises(UnreachableError):
+        storage.write_atomic("catalog.json", b"v1")
+    # Three retries, each about twice the one before (0.25 s first, +-20 % jitter).
+    assert len(slept) == 3
+    for waited, base in zip(slept, (0.25, 0.5, 1.0), strict=True):
+        assert 0.8 * base <= waited <= 1.2 * base
+
+
 def test_throttled_forever_says_so(emulator: AzureFilesEmulator) -> None:
     storage = open_storage(emulator, retry_total=2)
     storage.ensure_root()
@@ -242,6 +258,18 @@ def test_a_download_that_keeps_breaking_off_fails_clearly(emulator: AzureFilesEm
         f"the connection to Azure Files at devstoreaccount1 broke off during each of "
         f"{READ_ATTEMPTS} attempts"
     )
+
+
+def test_cut_downloads_are_retried_after_waits_that_double(emulator: AzureFilesEmulator) -> None:
+    slept: list[float] = []
+    storage = open_storage(emulator, sleep=slept.append)
+    storage.write_atomic("catalog.json", b"x" * 5000)
+    emulator.inject(method="GET", drop_after=100, times=None)
+    started = time.monotonic()
+    with pytest.raises(UnreachableError):
+        storage.read("catalog.json")
+    assert slept == [0.25, 0.5, 1.0]  # before each attempt but the first
+    assert time.monotonic() - started < 1.5  # the storage itself never slept
 
 
 def _rename(request: RequestInfo) -> bool:

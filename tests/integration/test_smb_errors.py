@@ -7,8 +7,9 @@ import secrets
 import subprocess
 import sys
 import textwrap
+import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,7 @@ def _storage(
     folder: str | None = None,
     password: str | None = None,
     username: str | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> SmbStorage:
     return SmbStorage(
         server.host,
@@ -48,6 +50,7 @@ def _storage(
         port=server.port,
         username=username or server.username,
         password=password if password is not None else server.password,
+        sleep=sleep,
     )
 
 
@@ -299,6 +302,49 @@ def test_retries_are_bounded(samba_server: SambaServer, monkeypatch: pytest.Monk
     with pytest.raises(UnreachableError, match=r"became unreachable$"):
         store.exists("x")
     assert len(calls) == 3
+
+
+def test_lost_connections_are_retried_after_waits_that_double(
+    samba_server: SambaServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slept: list[float] = []
+    store = _storage(samba_server, sleep=slept.append)
+    store.ensure_root()
+
+    def always_reset(path: str, **kwargs: object) -> object:
+        raise SMBConnectionClosed("reset")
+
+    monkeypatch.setattr(smbclient, "stat", always_reset)
+    with pytest.raises(UnreachableError):
+        store.exists("x")
+    assert slept == [0.2, 0.4]
+
+
+def test_a_file_another_client_holds_open_is_retried_after_waits_that_double(
+    samba_server: SambaServer,
+) -> None:
+    slept: list[float] = []
+    folder = f"errors/r-{secrets.token_hex(4)}"
+    store = _storage(samba_server, folder=folder, sleep=slept.append)
+    store.write_atomic("held", b"x")
+    other_client: dict[str, object] = {}  # its own connection: another client
+    path = "\\".join(["", "", samba_server.host, "backups", *folder.split("/"), "held"])
+    held = smbclient.open_file(
+        path,
+        "rb",
+        share_access=None,  # no sharing: every other open is a sharing violation
+        username=samba_server.username,
+        password=samba_server.password,
+        port=samba_server.port,
+        connection_cache=other_client,
+    )
+    try:
+        with pytest.raises(StorageError, match=r"another client has it open$"):
+            store.read("held")
+    finally:
+        held.close()
+        smbclient.reset_connection_cache(connection_cache=other_client)
+    assert slept == [0.05, 0.1, 0.2, 0.4, 0.8]
 
 
 def test_disk_full_is_storage_full(

@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import sys
+import threading
+from collections.abc import Callable
 
 import pytest
 
-from reconciler.errors import ObjectExistsError, ObjectNotFoundError
-from reconciler.storage.base import TEMP_MARKER, Storage
+from reconciler.errors import ObjectExistsError, ObjectNotFoundError, StorageError
+from reconciler.storage.base import TEMP_MARKER, Entry, Storage
 from tests.storage.conftest import StorageFactory
 
 
@@ -125,8 +128,11 @@ def _race(factory: StorageFactory, who: int, barrier: object, results: object) -
 
 
 def test_exactly_one_of_two_racing_processes_creates_the_lock(
-    storage: Storage, storage_factory: StorageFactory
+    shared_storage_factory: StorageFactory,
 ) -> None:
+    storage_factory = shared_storage_factory
+    storage = storage_factory()
+    storage.ensure_root()
     ctx = multiprocessing.get_context("spawn")
     for round_ in range(5):
         storage.delete("lock.json")
@@ -143,3 +149,100 @@ def test_exactly_one_of_two_racing_processes_creates_the_lock(
             p.join(timeout=60)
         assert outcomes[0] == -1 and outcomes[1] in (1, 2), f"round {round_}: {outcomes}"
         assert storage.read("lock.json") == str(outcomes[1]).encode()
+
+
+BAD_KEYS = ["../escape", "/absolute", "a/../b", "a//b", "a\\b", "./a"]
+
+
+@pytest.mark.parametrize("key", BAD_KEYS)
+def test_keys_that_could_leave_the_repository_folder_are_refused_by_every_operation(
+    storage: Storage, key: str
+) -> None:
+    operations: list[Callable[[], object]] = [
+        lambda: storage.read(key),
+        lambda: storage.size(key),
+        lambda: storage.exists(key),
+        lambda: storage.list_dir(key),
+        lambda: storage.delete(key),
+        lambda: storage.delete_tree(key),
+        lambda: storage.write_atomic(key, b"x"),
+        lambda: storage.create_exclusive(key, b"x"),
+    ]
+    for operation in operations:
+        with pytest.raises(ValueError):
+            operation()
+    with pytest.raises(ValueError), storage.open_read(key):
+        pass
+    wrote = []
+    with pytest.raises(ValueError), storage.open_write(key) as out:
+        wrote.append(out.write(b"x"))  # refused before any byte is accepted
+    assert wrote == []
+    assert storage.list_dir("") == []
+
+
+def test_a_folder_stays_listed_after_its_last_object_is_deleted(storage: Storage) -> None:
+    storage.write_atomic("backups/b1/manifest.json", b"{}")
+    storage.delete("backups/b1/manifest.json")
+    assert storage.list_dir("backups") == [Entry("b1", True, 0)]
+    assert storage.list_dir("backups/b1") == []
+
+
+def test_delete_tree_of_the_root_removes_the_repository_folder(storage: Storage) -> None:
+    storage.write_atomic("settings.json", b"{}")
+    storage.write_atomic("backups/b1/manifest.json", b"{}")
+    storage.delete_tree("")
+    assert storage.list_dir("") == []
+    assert not storage.exists("settings.json")
+    assert not storage.exists("backups/b1/manifest.json")
+    assert not storage.root_exists()
+
+
+def test_an_object_and_a_folder_cannot_share_a_key(storage: Storage) -> None:
+    storage.write_atomic("a", b"object")
+    with pytest.raises(StorageError):
+        storage.write_atomic("a/b", b"below an object")
+    storage.write_atomic("f/x", b"in a folder")
+    with pytest.raises(StorageError):
+        storage.write_atomic("f", b"over a folder")
+    assert storage.read("a") == b"object"
+    assert storage.read("f/x") == b"in a folder"
+
+
+def _thread_race(stores: list[Storage]) -> list[int]:
+    """Which of ``stores``, each on its own thread, created lock.json."""
+    barrier = threading.Barrier(len(stores))
+    created: list[int] = []
+
+    def race(who: int) -> None:
+        barrier.wait()
+        try:
+            stores[who].create_exclusive("lock.json", str(who).encode())
+            created.append(who)
+        except ObjectExistsError:
+            pass
+
+    threads = [threading.Thread(target=race, args=(who,)) for who in range(len(stores))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return created
+
+
+def test_exactly_one_of_several_racing_threads_creates_the_lock(
+    storage: Storage, storage_factory: StorageFactory
+) -> None:
+    stores = [storage_factory() for _ in range(8)]  # a client per thread
+    for store in stores:
+        store.exists("lock.json")  # connected before the race
+    # Threads switch every microsecond, so that a check-then-create is caught out.
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for round_ in range(40):
+            storage.delete("lock.json")
+            created = _thread_race(stores)
+            assert len(created) == 1, f"round {round_}: {created}"
+            assert storage.read("lock.json") == str(created[0]).encode()
+    finally:
+        sys.setswitchinterval(switch_interval)

@@ -10,12 +10,13 @@ import pytest
 import zstandard
 
 from reconciler.backup import pipeline
-from reconciler.backup.pipeline import Writable, open_object, store_object
+from reconciler.backup.pipeline import open_object, store_object
 from reconciler.crypto.stream import encrypted_size
 from reconciler.errors import IntegrityError
 from reconciler.repository.objects import BackupObject
 from reconciler.repository.records import StoredObject
 from reconciler.storage.memory import MemoryStorage
+from reconciler.streams import ByteSink
 
 KEY = bytes(range(32))
 # Compressible and incompressible parts, several zstd jobs and frames long.
@@ -25,7 +26,7 @@ PLAIN = b"".join(b"line %08d of a log that compresses\n" % i for i in range(300_
 
 
 def store(storage: MemoryStorage, data: bytes = PLAIN, key: str = "obj") -> StoredObject:
-    def produce(out: Writable) -> None:
+    def produce(out: ByteSink) -> None:
         view = memoryview(data)
         for start in range(0, len(data), 100_003):
             out.write(view[start : start + 100_003])
