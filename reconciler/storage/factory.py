@@ -67,7 +67,7 @@ def open_storage(location: LocationConfig, repository: str) -> Storage:
             password=location.password,
             require_encryption=location.require_encryption,
         )
-    from reconciler.storage.azure_files import AzureFilesStorage
+    from reconciler.storage.azure import AzureFilesStorage
 
     return AzureFilesStorage(
         location.account_url,

@@ -26,14 +26,14 @@ from reconciler.errors import (
     StorageFullError,
     UnreachableError,
 )
-from reconciler.storage.azure_files import (
-    READ_ATTEMPTS,
+from reconciler.storage.azure import (
     AccountKey,
     AzureCredential,
     AzureFilesStorage,
     DefaultCredential,
     SasToken,
 )
+from reconciler.storage.azure.ranges import READ_ATTEMPTS
 from reconciler.storage.base import TEMP_MARKER
 from tests.azure_emulator import AzureFilesEmulator
 from tests.azure_emulator.faults import RequestInfo

@@ -16,13 +16,13 @@ from collections.abc import Iterator
 import pytest
 
 from reconciler.errors import ObjectExistsError, ObjectNotFoundError
-from reconciler.storage.azure_files import (
-    RANGE_SIZE,
+from reconciler.storage.azure import (
     AccountKey,
     AzureCredential,
     AzureFilesStorage,
     SasToken,
 )
+from reconciler.storage.azure.ranges import RANGE_SIZE
 from reconciler.storage.base import TEMP_MARKER
 
 URL_VAR = "BACKUPCTL_LIVE_AZURE_ACCOUNT_URL"

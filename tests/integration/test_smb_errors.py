@@ -27,7 +27,8 @@ from reconciler.errors import (
     UnreachableError,
 )
 from reconciler.storage.base import TEMP_MARKER
-from reconciler.storage.smb import SmbStorage, parse_smb_path
+from reconciler.storage.smb import SmbStorage
+from reconciler.storage.smb.paths import parse_smb_path
 from tests.servers.fixtures import start_samba_or_skip
 from tests.servers.samba import SambaServer
 
@@ -430,7 +431,7 @@ def test_errors_are_storage_errors_with_a_cause(samba_server: SambaServer) -> No
 
 def _session_encrypted(store: SmbStorage) -> bool:
     # White-box: the SDK session of the storage's own connection cache.
-    (connection,) = store._cache.values()
+    (connection,) = store._session.cache.values()
     return all(s.encrypt_data for s in connection.session_table.values())
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from reconciler.storage.azure_files import AccountKey, AzureCredential, AzureFilesStorage, SasToken
+from reconciler.storage.azure import AccountKey, AzureCredential, AzureFilesStorage, SasToken
 from reconciler.storage.base import Storage
 from tests.azure_emulator import AzureFilesEmulator
 
