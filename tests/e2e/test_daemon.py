@@ -162,6 +162,10 @@ def test_a_daemon_backs_up_serves_metrics_and_health_and_stops_at_once_on_sigter
     wait_until(
         lambda: failed_reconciles(base, "offsite"), "the offsite configuration to be reconciled"
     )
+    # The gauges are set after the log lines above; the tick is over (and every
+    # gauge of it set) once the daemon says when it reconciles next. A busy
+    # machine showed the gap between the two.
+    wait_until(lambda: '"event": "daemon.sleep"' in daemon.err.read_text(), "the first tick")
     code, body = get(f"{base}/healthz")
     assert code == 200 and json.loads(body)["status"] == "ok"
     code, metrics = get(f"{base}/metrics")
