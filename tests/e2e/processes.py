@@ -27,7 +27,7 @@ class Background:
     def output(self) -> str:
         return self.out.read_text() + self.err.read_text()
 
-    def wait_for(self, text: str, timeout: float = 30, stream: str = "err") -> None:
+    def wait_for(self, text: str, timeout: float = 60, stream: str = "err") -> None:
         """Return once ``text`` appeared in its stderr (or stdout); fail if it exits first."""
         path = self.err if stream == "err" else self.out
         deadline = time.monotonic() + timeout

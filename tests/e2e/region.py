@@ -100,7 +100,7 @@ class Region:
         self.config.write_text(f"{text[:start]}\n  trigger: {json.dumps(value)}{text[end:]}")
 
 
-def wait_for_file(path: Path, process: Background, timeout: float = 30) -> None:
+def wait_for_file(path: Path, process: Background, timeout: float = 60) -> None:
     """Return once ``path`` exists; fail if ``process`` exits first."""
     deadline = time.monotonic() + timeout
     while not path.exists():

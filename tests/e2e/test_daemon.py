@@ -90,7 +90,7 @@ def events(daemon: Background) -> list[dict[str, object]]:
 
 def get(url: str) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(url, timeout=30) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
@@ -124,7 +124,7 @@ def failed_reconciles(base: str, configuration: str) -> float | None:
     )
 
 
-def wait_until(condition: object, what: str, timeout: float = 30) -> None:
+def wait_until(condition: object, what: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if callable(condition) and condition():
@@ -133,11 +133,18 @@ def wait_until(condition: object, what: str, timeout: float = 30) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+# "At once" on a loaded two-core machine: the daemon exits in well under a second
+# when idle, but a busy machine may not schedule it for a while. The tests that
+# check it sleep 60 s between ticks (and their backup never ends), so a daemon
+# that finished its sleep or its backup first would take a minute or forever.
+AT_ONCE = 15.0
+
+
 def stop(daemon: Background) -> float:
     """SIGTERM; return how long the daemon took to exit (it must exit 0)."""
     started_at = time.monotonic()
     daemon.signal(signal.SIGTERM)
-    result = daemon.finish(timeout=10)
+    result = daemon.finish(timeout=90)
     took = time.monotonic() - started_at
     assert result.code == 0, result.text
     assert "Traceback" not in result.text
@@ -148,12 +155,17 @@ def test_a_daemon_backs_up_serves_metrics_and_health_and_stops_at_once_on_sigter
     region: Region, launch: Launcher
 ) -> None:
     region.config.write_text(region.config.read_text() + OFFSITE)
-    daemon = launch("--interval", "1", env={"OFFSITE_SMB_PASSWORD": OFFSITE_PASSWORD})
+    # One tick does it all; the next is a minute away, so SIGTERM must cut the sleep short.
+    daemon = launch("--interval", "60", env={"OFFSITE_SMB_PASSWORD": OFFSITE_PASSWORD})
     base = f"http://{address(daemon)}"
     wait_until(lambda: "backup.run: backup" in daemon.err.read_text(), "the first backup")
     wait_until(
         lambda: failed_reconciles(base, "offsite"), "the offsite configuration to be reconciled"
     )
+    # The gauges are set after the log lines above; the tick is over (and every
+    # gauge of it set) once the daemon says when it reconciles next. A busy
+    # machine showed the gap between the two.
+    wait_until(lambda: '"event": "daemon.sleep"' in daemon.err.read_text(), "the first tick")
     code, body = get(f"{base}/healthz")
     assert code == 200 and json.loads(body)["status"] == "ok"
     code, metrics = get(f"{base}/metrics")
@@ -171,7 +183,7 @@ def test_a_daemon_backs_up_serves_metrics_and_health_and_stops_at_once_on_sigter
     assert success is not None and abs(success - time.time()) < 120
     assert get(f"{base}/nothing")[0] == 404
 
-    assert stop(daemon) < 1.0
+    assert stop(daemon) < AT_ONCE
     log = daemon.err.read_text()
     assert OFFSITE_PASSWORD not in log + daemon.out.read_text()
     for event in events(daemon):
@@ -211,7 +223,7 @@ def test_sigterm_during_a_backup_abandons_it_cleanly_and_exits_0_at_once(
     env = {"SLOW_DUMP_MARKER": str(marker), "SLOW_DUMP_GO": str(region.root / "never")}
     daemon = launch("--interval", "60", env=env)
     wait_for_file(marker, daemon)
-    assert stop(daemon) < 1.0
+    assert stop(daemon) < AT_ONCE
     [stopped] = [e for e in events(daemon) if e["event"] == "daemon.stopped"]
     assert "SIGTERM" in str(stopped["message"]) and "nothing of it was committed" in str(
         stopped["message"]

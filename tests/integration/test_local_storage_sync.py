@@ -72,7 +72,7 @@ def test_a_failed_background_flush_fails_the_write_and_leaves_nothing(
             out.write(os.urandom(10_000))
         # On a busy machine the flush thread may not have run yet; the final
         # fsync would then cover the data and there would be nothing to report.
-        flushed.wait(timeout=10)
+        flushed.wait(timeout=60)
 
     assert list((tmp_path / "repo" / "backups" / "b1").iterdir()) == []
     assert not [t for t in threading.enumerate() if t.name == "fdatasync"]

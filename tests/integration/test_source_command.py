@@ -17,11 +17,13 @@ PAYLOAD_SIZE = 5 * 1024 * 1024 + 17
 
 
 def living_members_of_group(pgid: int) -> list[int]:
-    """Processes in the group ``pgid`` still alive after a short grace period.
+    """Processes in the group ``pgid`` still alive after a grace period.
 
     SIGKILL is delivered asynchronously, so a killed process may need a moment
-    to finish exiting; a zombie has ended and only waits to be reaped."""
-    deadline = time.monotonic() + 2
+    (long on a busy machine) to finish exiting; a zombie has ended and only
+    waits to be reaped. Returns as soon as none is left; the members of a group
+    that was never killed sleep 60 s, far beyond the grace period."""
+    deadline = time.monotonic() + 30
     while True:
         living = [pid for pid, state in group_members(pgid) if state != "Z"]
         if not living or time.monotonic() > deadline:
@@ -46,7 +48,8 @@ def group_members(pgid: int) -> list[tuple[int, str]]:
 
 
 def read_pid(path: Path) -> int:
-    for _ in range(100):
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
         if path.exists() and path.read_text().strip():
             return int(path.read_text())
         time.sleep(0.02)
@@ -78,6 +81,11 @@ class FailingStream:
         self.sent += 65536
         return b"x" * 65536
 
+
+# A command killed at its timeout of a second or less must end long before it
+# would by itself (60 s), but a busy machine may take a few seconds to notice the
+# timeout, kill the process group and reap it.
+KILLED_SOON = 15.0
 
 # -- backup ----------------------------------------------------------------
 
@@ -131,7 +139,7 @@ def test_a_silent_command_is_killed_at_its_timeout(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match=r"`sleep 60` did not finish within 0\.5 seconds"):
         run_backup_command(("sleep", "60"), 0.5, io.BytesIO(), tmp_path)
 
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < KILLED_SOON
 
 
 def test_a_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
@@ -141,7 +149,7 @@ def test_a_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="did not finish within 1 seconds"):
         run_backup_command(("sh", "-c", script), 1, io.BytesIO(), tmp_path)
 
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < KILLED_SOON
     pgid = read_pid(tmp_path / "leader.pid")
     assert living_members_of_group(pgid) == []
 
@@ -227,7 +235,7 @@ def test_a_restore_command_that_never_reads_is_killed_at_its_timeout(tmp_path: P
     with pytest.raises(SourceError, match="the restore command `sleep 60` did not finish within 1"):
         run_restore_command(("sleep", "60"), 1, io.BytesIO(bytes(PAYLOAD_SIZE)), tmp_path)
 
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < KILLED_SOON
 
 
 def test_a_missing_restore_executable_is_a_source_error_naming_it(tmp_path: Path) -> None:

@@ -114,7 +114,7 @@ class SambaServer:
         port: int | None = None,
         password: str | None = None,
         base_dir: Path | None = None,
-        start_timeout: float = 20.0,
+        start_timeout: float = 60.0,
         options: dict[str, str] | None = None,
     ) -> None:
         self.host = "127.0.0.1"
