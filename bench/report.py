@@ -73,15 +73,21 @@ def _mib(kib: float) -> str:
     return f"{kib / 1024:,.0f}"
 
 
+def _seconds(figures: dict[str, Any], key: str, digits: int = 2) -> str:
+    """A time, or "-" where a result predates the figure."""
+    return f"{figures[key]:.{digits}f}" if key in figures else "-"
+
+
 def summary_table(medians: dict[str, dict[str, float]]) -> str:
     rows = [
-        "| tool | backup (s) | restore (s) | stored (MB) | peak RSS backup (MiB)"
-        " | peak RSS restore (MiB) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| tool | backup (s) | restore (s) | restore after a delete (s) | stored (MB)"
+        " | peak RSS backup (MiB) | peak RSS restore (MiB) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for tool, m in medians.items():
         rows.append(
             f"| {_cell(tool)} | {m['backup_seconds']:.2f} | {m['restore_seconds']:.2f}"
+            f" | {_seconds(m, 'restore_aged_seconds')}"
             f" | {_mb(m['stored_bytes'])} | {_mib(m['backup_peak_rss_kib'])}"
             f" | {_mib(m['restore_peak_rss_kib'])} |"
         )
@@ -90,9 +96,9 @@ def summary_table(medians: dict[str, dict[str, float]]) -> str:
 
 def ratio_table(ratios: dict[str, dict[str, float]]) -> str:
     rows = [
-        "| backupctl / | backup time | restore time | stored size | peak RSS backup"
-        " | peak RSS restore |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| backupctl / | backup time | restore time | restore time after a delete"
+        " | stored size | peak RSS backup | peak RSS restore |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for tool, r in ratios.items():
         cells = [
@@ -100,6 +106,7 @@ def ratio_table(ratios: dict[str, dict[str, float]]) -> str:
             for m in (
                 "backup_seconds",
                 "restore_seconds",
+                "restore_aged_seconds",
                 "stored_bytes",
                 "backup_peak_rss_kib",
                 "restore_peak_rss_kib",
@@ -118,16 +125,18 @@ def _targets(targets: list[dict[str, Any]]) -> str:
 
 def _raw(raw: list[dict[str, Any]]) -> str:
     rows = [
-        "| round | tool | backup (s) | restore (s) | stored (bytes) | RSS backup (KiB)"
-        " | RSS restore (KiB) | load before backup / restore |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| round | tool | backup (s) | restore (s) | restore after a delete (s)"
+        " | stored (bytes) | RSS backup (KiB) | RSS restore (KiB)"
+        " | load before backup / restore / restore after a delete |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in raw:
         rows.append(
             f"| {r['round']} | {_cell(r['tool'])} | {r['backup_seconds']:.3f}"
-            f" | {r['restore_seconds']:.3f}"
+            f" | {r['restore_seconds']:.3f} | {_seconds(r, 'restore_aged_seconds', 3)}"
             f" | {r['stored_bytes']} | {r['backup_peak_rss_kib']} | {r['restore_peak_rss_kib']}"
-            f" | {r['load_before_backup']} / {r['load_before_restore']} |"
+            f" | {r['load_before_backup']} / {r['load_before_restore']}"
+            f" / {r.get('load_before_aged_restore', '-')} |"
         )
     return "\n".join(rows)
 
