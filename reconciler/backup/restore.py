@@ -23,6 +23,7 @@ from reconciler.backup.pipeline import BytesCallback, open_object
 from reconciler.crypto.envelope import unwrap_data_key
 from reconciler.crypto.keyring import KeyRing
 from reconciler.errors import IntegrityError, RestoreError, WrongKeyError
+from reconciler.failpoints import failpoint
 from reconciler.repository.records import BackupRecord, SourceResult, SourceStatus
 from reconciler.repository.store import Repository
 from reconciler.sources.command import run_restore_command
@@ -140,6 +141,7 @@ def restore_backup(
             if on_source:
                 on_source(plan.result.name)
             staged.append((plan, plan.stage(repository, record, data_key, on_bytes)))
+        failpoint("restore-staged")
         for plan, staged_path in staged:
             done.append(plan.commit(staged_path))
     finally:
