@@ -257,9 +257,10 @@ def place_apart(staging: Path) -> None:
     previous restore) freed thousands of inodes: each restored file would then
     cost the kernel about half a millisecond instead of tens of microseconds.
     Under a folder flagged as top-level (``chattr +T``), a new folder goes where
-    ext4 puts top-level ones: the group with the fewest folders and at least
-    average free space, searched from a hash of its name (random here, so not
-    the group such a tree just emptied)."""
+    ext4 puts top-level ones: the first group with the fewest folders and at
+    least average free space, searching from a hash of its name (random here,
+    so that on a disk of many groups it is seldom the one such a tree just
+    emptied)."""
     try:
         fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
