@@ -19,6 +19,7 @@ Scratch data lives outside the repository, in ``--scratch`` (default
 from __future__ import annotations
 
 import argparse
+import contextlib
 import filecmp
 import json
 import os
@@ -31,9 +32,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import noop, report
+from bench import noop, report, scratchfs
 from bench.dataset import SPECS, Dataset, ensure_dataset
-from bench.tools import TIME, Backupctl, Restic, TarZstd, Tool, ToolFailed
+from bench.tools import TIME, Backupctl, Measured, Restic, TarZstd, Tool, ToolFailed
 
 RESULTS_DIR = Path(__file__).parent / "results"
 SETTLE_SECONDS = 65
@@ -190,6 +191,14 @@ def run_transfers(size: str, rounds: int, scratch: Path, keep: bool) -> dict[str
     print(f"  {dataset.root / 'data'}: {dataset.files:,} files, {dataset.total_bytes:,} bytes")
     runs = scratch / "runs"
     settle(scratch, remove=runs)
+    problem = scratchfs.unavailable(scratch)
+    if problem:
+        print(
+            f"  restoring into the scratch file system: {problem}; a restore waits"
+            f" {SETTLE_SECONDS} s after the last large delete instead",
+            file=sys.stderr,
+        )
+    places = RestorePlaces(scratch, fresh_fs=problem is None)
     backupctl = Backupctl(scratch, dataset)
     backupctl.setup()
     tools: list[Tool] = [backupctl, TarZstd(scratch, dataset)]
@@ -200,7 +209,7 @@ def run_transfers(size: str, rounds: int, scratch: Path, keep: bool) -> dict[str
         for number in range(1, rounds + 1):
             order = tools[number - 1 :] + tools[: number - 1]
             print(f"\nround {number}/{rounds} (order: {', '.join(t.name for t in order)})")
-            raw.extend(run_round(number, order, dataset, runs / f"round-{number}"))
+            raw.extend(run_round(number, order, dataset, runs / f"round-{number}", places))
     finally:
         if not keep:
             remove_tree(runs)
@@ -213,11 +222,36 @@ def run_transfers(size: str, rounds: int, scratch: Path, keep: bool) -> dict[str
         "commands": {t.name: t.commands() for t in tools},
         "raw": raw,
         "summary": summarize(raw, [t.name for t in tools], size),
+        "restore_fs": places.describe(problem),
     }
 
 
+class RestorePlaces:
+    """Where restores go: a freshly made ext4 per tool and round, or (when loop
+    mounts are impossible) the scratch file system once it has settled."""
+
+    def __init__(self, scratch: Path, fresh_fs: bool) -> None:
+        self.scratch = scratch
+        self.fresh_fs = fresh_fs
+
+    def fresh(self, work: Path) -> contextlib.AbstractContextManager[Path]:
+        if self.fresh_fs:
+            return scratchfs.fresh(self.scratch)
+        wait_settled(self.scratch)
+        return contextlib.nullcontext(work)
+
+    def describe(self, problem: str | None) -> str:
+        if problem is None:
+            size = scratchfs.IMAGE_BYTES / 1024**3
+            return (
+                f"a new ext4 per tool and round ({size:.0f} GiB sparse image, no journal,"
+                " loop-mounted)"
+            )
+        return f"the scratch file system, {SETTLE_SECONDS} s after any large delete ({problem})"
+
+
 def run_round(
-    number: int, order: list[Tool], dataset: Dataset, folder: Path
+    number: int, order: list[Tool], dataset: Dataset, folder: Path, places: RestorePlaces
 ) -> list[dict[str, object]]:
     figures: dict[str, dict[str, object]] = {}
     for tool in order:
@@ -242,21 +276,41 @@ def run_round(
         )
     for tool in order:
         work = folder / tool.name.replace("|", "-")
-        target = work / "restored"
-        os.sync()
-        load = os.getloadavg()[0]
-        measured = tool.restore(work, target)
-        check_restore(dataset, tool.restored_root(target), full=number == 1)
-        figures[tool.name].update(
-            restore_seconds=round(measured.seconds, 3),
-            restore_peak_rss_kib=measured.peak_rss_kib,
-            load_before_restore=round(load, 2),
-        )
-        print(
-            f"  {tool.name:10} restore {measured.seconds:7.2f} s  peak RSS"
-            f" {measured.peak_rss_kib / 1024:6.0f} MiB  (restore checked)"
-        )
+        with places.fresh(work) as place:
+            target = place / "restored"
+            load = os.getloadavg()[0]
+            measured = timed_restore(tool, work, target, dataset, full=number == 1)
+            figures[tool.name].update(
+                restore_seconds=round(measured.seconds, 3),
+                restore_peak_rss_kib=measured.peak_rss_kib,
+                load_before_restore=round(load, 2),
+            )
+            print(
+                f"  {tool.name:10} restore {measured.seconds:7.2f} s  peak RSS"
+                f" {measured.peak_rss_kib / 1024:6.0f} MiB  (fresh file system, checked)"
+            )
+            # The large delete; the next restore follows at once, as a user's
+            # restore does after clearing a damaged tree.
+            remove_tree(target)
+            note_cleanup(places.scratch)
+            load = os.getloadavg()[0]
+            aged = timed_restore(tool, work, target, dataset, full=False)
+            figures[tool.name].update(
+                restore_aged_seconds=round(aged.seconds, 3),
+                load_before_aged_restore=round(load, 2),
+            )
+            print(
+                f"  {tool.name:10} restore {aged.seconds:7.2f} s  right after deleting"
+                " the previous restore (checked)"
+            )
     return list(figures.values())
+
+
+def timed_restore(tool: Tool, work: Path, target: Path, dataset: Dataset, full: bool) -> Measured:
+    os.sync()
+    measured = tool.restore(work, target)
+    check_restore(dataset, tool.restored_root(target), full=full)
+    return measured
 
 
 def warm(root: Path) -> None:
@@ -312,6 +366,11 @@ def settle(scratch: Path, remove: Path) -> None:
     if remove.exists():
         remove_tree(remove)
         note_cleanup(scratch)
+    wait_settled(scratch)
+
+
+def wait_settled(scratch: Path) -> None:
+    """Wait until SETTLE_SECONDS have passed since the last large delete."""
     marker = scratch / ".last-cleanup"
     if not marker.exists():
         return
@@ -327,6 +386,7 @@ def settle(scratch: Path, remove: Path) -> None:
 METRICS = (
     "backup_seconds",
     "restore_seconds",
+    "restore_aged_seconds",
     "stored_bytes",
     "backup_peak_rss_kib",
     "restore_peak_rss_kib",
@@ -340,6 +400,7 @@ def summarize(raw: list[dict[str, object]], tools: list[str], size: str) -> dict
         medians[tool] = {
             m: statistics.median(float(r[m]) for r in rows)  # type: ignore[arg-type]
             for m in METRICS
+            if all(m in r for r in rows)
         }
     ours = medians["backupctl"]
     ratios: dict[str, dict[str, float]] = {}
@@ -347,7 +408,9 @@ def summarize(raw: list[dict[str, object]], tools: list[str], size: str) -> dict
         if tool == "backupctl":
             continue
         ratios[tool] = {
-            m: round(ours[m] / medians[tool][m], 3) for m in METRICS if medians[tool][m]
+            m: round(ours[m] / medians[tool][m], 3)
+            for m in METRICS
+            if medians[tool].get(m) and m in ours
         }
     return {"medians": medians, "ratios": ratios, "targets": targets(medians, ratios, size)}
 

@@ -26,8 +26,10 @@ Points: ``backup-started`` (the catalog lists the Running backup),
 written, not yet in place), ``prune-started`` (the doomed backups are out of
 the catalog), ``prune-deleting`` (a doomed manifest deleted, its objects not),
 ``cleanup`` (leftovers removed, the catalog not yet rewritten), ``lock-stale``
-(a stale lock was read), ``lock-takeover`` (its takeover claimed) and
-``migrate-object`` (one object of a migrated backup copied, its manifest not yet).
+(a stale lock was read), ``lock-takeover`` (its takeover claimed),
+``migrate-object`` (one object of a migrated backup copied, its manifest not yet)
+and ``restore-staged`` (every source restored into its staging folder, none
+moved into place).
 """
 
 from __future__ import annotations

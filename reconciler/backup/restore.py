@@ -7,9 +7,12 @@ moved into place by rename. A failure leaves the targets as they were.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import secrets
 import shutil
+import struct
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ from reconciler.backup.pipeline import BytesCallback, open_object
 from reconciler.crypto.envelope import unwrap_data_key
 from reconciler.crypto.keyring import KeyRing
 from reconciler.errors import IntegrityError, RestoreError, WrongKeyError
+from reconciler.failpoints import failpoint
 from reconciler.repository.records import BackupRecord, SourceResult, SourceStatus
 from reconciler.repository.store import Repository
 from reconciler.sources.command import run_restore_command
@@ -35,6 +39,13 @@ from reconciler.spec.secrets import environment_without_secrets
 from reconciler.storage.base import CHUNK_SIZE
 
 STAGING_PREFIX = ".backupctl-restore-"
+STAGED_PREFIX = "out-"
+"""What a source is restored as inside its staging folder (a random name follows)."""
+FS_IOC_GETFLAGS = 0x80086601
+FS_IOC_SETFLAGS = 0x40086602
+FS_TOPDIR_FL = 0x00020000
+"""Linux inode flags (``chattr +T``): ext4 places folders made in such a folder as
+top-level folders."""
 
 
 @dataclass(frozen=True)
@@ -130,11 +141,12 @@ def restore_backup(
             if on_source:
                 on_source(plan.result.name)
             staged.append((plan, plan.stage(repository, record, data_key, on_bytes)))
-        for plan, staging in staged:
-            done.append(plan.commit(staging))
+        failpoint("restore-staged")
+        for plan, staged_path in staged:
+            done.append(plan.commit(staged_path))
     finally:
-        for plan, staging in staged:
-            plan.discard(staging)
+        for plan, staged_path in staged:
+            plan.discard(staged_path)
     return done
 
 
@@ -166,7 +178,8 @@ class _TargetPlan:
         data_key: bytes,
         on_bytes: BytesCallback | None = None,
     ) -> Path:
-        """Restore into a staging folder beside the target; return that folder."""
+        """Restore into a staging folder beside the target; return what was
+        restored there (a folder or a file inside the staging folder)."""
         assert self.result.object is not None
         stored = repository.backup_object(record.id, self.result.object.name)
         parent = self.target.parent if self.target is not None else Path(tempfile.gettempdir())
@@ -175,9 +188,11 @@ class _TargetPlan:
             staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=parent))
         except OSError as exc:
             raise RestoreError(f"cannot write to {parent}: {_reason(exc)}") from None
+        place_apart(staging)
+        staged = staging / f"{STAGED_PREFIX}{secrets.token_hex(4)}"
         try:
             with open_object(stored, self.result.object, data_key, on_bytes) as plain:
-                self._write_staged(plain, staging / "out")
+                self._write_staged(plain, staged)
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
             raise RestoreError(
@@ -186,7 +201,7 @@ class _TargetPlan:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        return staging
+        return staged
 
     def _write_staged(self, plain: BinaryIO, out: Path) -> None:
         if self.kind == "files":
@@ -202,8 +217,7 @@ class _TargetPlan:
                 while chunk := plain.read(CHUNK_SIZE):
                     stream.write(chunk)
 
-    def commit(self, staging: Path) -> RestoredSource:
-        staged = staging / "out"
+    def commit(self, staged: Path) -> RestoredSource:
         if self.target is None:
             assert isinstance(self.source, CommandSource) and self.source.restore is not None
             with staged.open("rb") as stream:
@@ -228,8 +242,40 @@ class _TargetPlan:
         where = self.target / self.file_name if self.file_name else self.target
         return RestoredSource(self.result.name, str(where), self.result.content_bytes)
 
-    def discard(self, staging: Path) -> None:
-        shutil.rmtree(staging, ignore_errors=True)
+    def discard(self, staged: Path) -> None:
+        shutil.rmtree(staged.parent, ignore_errors=True)
+
+
+def place_apart(staging: Path) -> None:
+    """Ask ext4 to put what is restored into ``staging`` in block groups of its own
+    (best effort: other file systems refuse or ignore the flag).
+
+    ext4 without a journal will not reuse an inode freed in the last one to
+    five minutes, and scans past every such inode for each new file. A new
+    folder stays in its parent's group of block groups, where a tree deleted
+    just before (a damaged tree cleared for ``--in-place --force``, the
+    previous restore) freed thousands of inodes: each restored file would then
+    cost the kernel about half a millisecond instead of tens of microseconds.
+    Under a folder flagged as top-level (``chattr +T``), a new folder goes where
+    ext4 puts top-level ones: the first group with the fewest folders and at
+    least average free space, searching from a hash of its name (random here,
+    so that on a disk of many groups it is seldom the one such a tree just
+    emptied)."""
+    try:
+        fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            # The kernel reads and writes an int, whatever the ioctl number says.
+            buffer = bytearray(8)
+            fcntl.ioctl(fd, FS_IOC_GETFLAGS, buffer)
+            (flags,) = struct.unpack_from("i", buffer)
+            if not flags & FS_TOPDIR_FL:
+                struct.pack_into("i", buffer, 0, flags | FS_TOPDIR_FL)
+                fcntl.ioctl(fd, FS_IOC_SETFLAGS, buffer)
+    finally:
+        os.close(fd)
 
 
 def _target_plan(
