@@ -26,9 +26,9 @@ from reconciler.repository.records import (
 )
 from reconciler.repository.store import PendingBackup, Repository
 from reconciler.sources.command import run_backup_command
-from reconciler.sources.files import write_tree
 from reconciler.sources.sqlite import snapshot_database
 from reconciler.sources.stats import SourceStats
+from reconciler.sources.tree_walk import write_tree
 from reconciler.spec.model import BackupConfiguration, CommandSource, FilesSource, Source
 from reconciler.spec.secrets import environment_without_secrets
 from reconciler.streams import ByteSink

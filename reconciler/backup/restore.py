@@ -23,8 +23,8 @@ from reconciler.errors import IntegrityError, RestoreError, WrongKeyError
 from reconciler.repository.records import BackupRecord, SourceResult, SourceStatus
 from reconciler.repository.store import Repository
 from reconciler.sources.command import run_restore_command
-from reconciler.sources.files import restore_tree
 from reconciler.sources.sqlite import restore_database
+from reconciler.sources.tree_restore import restore_tree
 from reconciler.spec.model import (
     BackupConfiguration,
     CommandSource,

@@ -34,9 +34,9 @@ from reconciler.errors import (
 from reconciler.repository.records import BackupRecord, SourceResult
 from reconciler.repository.store import Repository
 from reconciler.repository.verdicts import Verdict
-from reconciler.sources.files import read_tree
 from reconciler.sources.sqlite import check_database_stream
 from reconciler.sources.stats import SourceStats
+from reconciler.sources.tar_reader import read_tree
 from reconciler.storage.base import CHUNK_SIZE
 
 
