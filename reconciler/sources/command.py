@@ -94,6 +94,30 @@ def run_restore_command(
     return SourceStats(items=1, content_bytes=size)
 
 
+def write_dump(stream: ByteSource, target_file: Path) -> SourceStats:
+    """Copy a command's dump from ``stream`` to the file ``target_file``, in chunks.
+
+    Returns one item and the bytes written. Raises OSError when the file
+    cannot be written."""
+    size = 0
+    with target_file.open("wb") as file:
+        while chunk := stream.read(CHUNK_SIZE):
+            file.write(chunk)
+            size += len(chunk)
+    return SourceStats(items=1, content_bytes=size)
+
+
+def read_dump(stream: ByteSource) -> SourceStats:
+    """Read a command's dump to its end, keeping nothing; one item and its size.
+
+    A dump has no structure of its own to check: reading it through is what
+    lets the layers below authenticate and decompress all of it."""
+    size = 0
+    while chunk := stream.read(CHUNK_SIZE):
+        size += len(chunk)
+    return SourceStats(items=1, content_bytes=size)
+
+
 class _Run:
     """One started command with its output collector and its watchdog."""
 

@@ -91,6 +91,24 @@ def restore_database(stream: ByteSource, target_file: Path) -> SourceStats:
     return SourceStats(items=1, content_bytes=size)
 
 
+def prepare_database_file(database: Path, replaces: Path | None) -> None:
+    """Make a restored database ready to be moved over ``replaces`` (None when
+    it goes to a new place): give it the mode of the file it replaces (else the
+    umask's default), and remove the replaced database's journal files: SQLite
+    would replay a stale -wal onto the restored file and damage it.
+
+    Raises OSError."""
+    if replaces is not None and replaces.exists():
+        os.chmod(database, replaces.stat().st_mode & 0o7777)
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(database, 0o666 & ~umask)
+    if replaces is not None:
+        for suffix in _SIDE_FILES:
+            Path(f"{replaces}{suffix}").unlink(missing_ok=True)
+
+
 def check_database_stream(stream: ByteSource, work_dir: Path) -> SourceStats:
     """Check that ``stream`` holds a sound SQLite database, keeping nothing.
 
