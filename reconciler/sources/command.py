@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import IO
 
 from reconciler.errors import SourceError
-from reconciler.sources.stats import CHUNK_SIZE, ByteSink, ByteSource, SourceStats
+from reconciler.sources.stats import ByteSource, SourceStats, write_all
+from reconciler.streams import CHUNK_SIZE, ByteSink
 
 _OUTPUT_TAIL_BYTES = 4096
 _LINE_LIMIT = 300
@@ -81,7 +82,7 @@ def run_restore_command(
     try:
         while chunk := stream.read(CHUNK_SIZE):
             try:
-                _write_all(stdin.fileno(), chunk)
+                write_all(stdin.fileno(), memoryview(chunk))
             except BrokenPipeError:
                 break  # the command exited or closed stdin: its status tells
             size += len(chunk)
@@ -305,14 +306,6 @@ def _kill_group(pgid: int) -> None:
 def _wait_until_exited(pid: int) -> None:
     """Block until the child ``pid`` exits, without reaping it (WNOWAIT)."""
     os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """Write all of ``data`` to ``fd`` (a pipe write may be partial)."""
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
 
 
 def _close_quietly(pipe: IO[bytes]) -> None:

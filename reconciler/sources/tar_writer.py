@@ -17,8 +17,8 @@ import tarfile
 from dataclasses import dataclass
 from functools import lru_cache
 
-from reconciler.sources.stats import CHUNK_SIZE, ByteSink
 from reconciler.sources.tar_format import BLOCK, NS_PER_SECOND, RECORD
+from reconciler.streams import CHUNK_SIZE, ByteSink
 
 _END_OF_ARCHIVE = bytes(2 * BLOCK)
 

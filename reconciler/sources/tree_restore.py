@@ -17,7 +17,7 @@ from pathlib import Path
 from reconciler.errors import IntegrityError, RestoreError
 from reconciler.sources._small_file_worker import create_file, finish_file
 from reconciler.sources.small_files import FileEnd, SmallFileWriters
-from reconciler.sources.stats import ByteSource, SourceStats
+from reconciler.sources.stats import ByteSource, SourceStats, write_all
 from reconciler.sources.tar_format import REGULAR_TYPES
 from reconciler.sources.tar_reader import ArchiveReader, Member, MemberCheck
 
@@ -175,7 +175,7 @@ class _Restorer:
         fd = _create(path, end)
         try:
             for chunk in chunks:
-                _write_all(fd, chunk)
+                write_all(fd, chunk)
             finish_file(fd, end.mtime_ns, end.mode, end.owner, end.plain)
         except OSError as exc:
             raise RestoreError(
@@ -275,13 +275,6 @@ def _chown_best_effort(path: bytes | int, uid: int, gid: int) -> None:
             os.chown(path, uid, gid, follow_symlinks=False)
     except OSError:
         pass  # e.g. an id unknown to a user namespace: keep the restoring user's
-
-
-def _write_all(fd: int, data: memoryview) -> None:
-    """Write all of ``data`` to ``fd`` (``os.write`` may write less)."""
-    while data:
-        written = os.write(fd, data)
-        data = data[written:]
 
 
 def _create(path: bytes, end: FileEnd) -> int:

@@ -36,9 +36,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from reconciler.errors import SourceError
-from reconciler.sources.stats import CHUNK_SIZE, ByteSink, SourceStats
+from reconciler.sources.stats import SourceStats
 from reconciler.sources.tar_format import SMALL_FILE
 from reconciler.sources.tar_writer import TarWriter
+from reconciler.streams import CHUNK_SIZE, ByteSink
 
 
 def write_tree(root: Path, exclude: tuple[str, ...], out: ByteSink) -> SourceStats:

@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 
 from reconciler.errors import IntegrityError, RestoreError, SourceError
-from reconciler.sources.stats import CHUNK_SIZE, SourceStats
+from reconciler.sources.stats import SourceStats
 from reconciler.sources.tar_reader import read_tree
 from reconciler.sources.tree_restore import restore_tree
 from reconciler.sources.tree_walk import write_tree
+from reconciler.streams import CHUNK_SIZE
 
 BASE_NS = 1_700_000_000_123_456_789
 NON_UTF8_NAME = os.fsdecode(b"caf\xe9.bin")
