@@ -25,13 +25,9 @@ from reconciler.repository.records import (
     status_of_sources,
 )
 from reconciler.repository.store import PendingBackup, Repository
-from reconciler.sources.command import run_backup_command
-from reconciler.sources.files import write_tree
-from reconciler.sources.sqlite import snapshot_database
-from reconciler.sources.stats import SourceStats
-from reconciler.spec.model import BackupConfiguration, CommandSource, FilesSource, Source
+from reconciler.sources.kind import kind_of
+from reconciler.spec.model import BackupConfiguration, Source
 from reconciler.spec.secrets import environment_without_secrets
-from reconciler.streams import ByteSink
 
 
 @dataclass(frozen=True)
@@ -117,7 +113,7 @@ def _back_up_source(
         stored, stats = store_object(
             pending.object(object_name(source.name, source.kind)),
             data_key,
-            lambda out: _produce(source, out, work, env),
+            lambda out: kind_of(source).produce(source, out, work, env),
             on_bytes,
         )
     except SourceError as exc:
@@ -132,16 +128,6 @@ def _back_up_source(
         error=None,
         object=stored,
     )
-
-
-def _produce(source: Source, out: ByteSink, work: Path, env: dict[str, str]) -> SourceStats:
-    if isinstance(source, FilesSource):
-        return write_tree(source.path, source.exclude, out)
-    if isinstance(source, CommandSource):
-        return run_backup_command(
-            source.backup, source.timeout_seconds, out, cwd=source.workdir, env=env
-        )
-    return snapshot_database(source.path, out, work)
 
 
 def _last_size(catalog: tuple[BackupRecord, ...], source: str) -> int | None:

@@ -27,16 +27,13 @@ from reconciler.failpoints import failpoint
 from reconciler.repository.records import BackupRecord, SourceResult, SourceStatus
 from reconciler.repository.store import Repository
 from reconciler.sources.command import run_restore_command
-from reconciler.sources.files import restore_tree
-from reconciler.sources.sqlite import restore_database
+from reconciler.sources.kind import kind_named
 from reconciler.spec.model import (
     BackupConfiguration,
     CommandSource,
     Source,
-    SqliteSource,
 )
 from reconciler.spec.secrets import environment_without_secrets
-from reconciler.storage.base import CHUNK_SIZE
 
 STAGING_PREFIX = ".backupctl-restore-"
 STAGED_PREFIX = "out-"
@@ -204,18 +201,10 @@ class _TargetPlan:
         return staged
 
     def _write_staged(self, plain: BinaryIO, out: Path) -> None:
-        if self.kind == "files":
-            restore_tree(plain, out)
-            return
         if self.file_name is not None:
             out.mkdir()
             out = out / self.file_name
-        if self.kind == "sqlite":
-            restore_database(plain, out)
-        else:
-            with out.open("wb") as stream:
-                while chunk := plain.read(CHUNK_SIZE):
-                    stream.write(chunk)
+        kind_named(self.kind).restore(plain, out)
 
     def commit(self, staged: Path) -> RestoredSource:
         if self.target is None:
@@ -231,9 +220,10 @@ class _TargetPlan:
             command = " ".join(self.source.restore)
             return RestoredSource(self.result.name, f"command {command}", self.result.content_bytes)
         try:
-            if self.kind == "sqlite":
-                database = staged / self.file_name if self.file_name else staged
-                _prepare_database_file(database, None if self.file_name else self.target)
+            restored = staged / self.file_name if self.file_name else staged
+            kind_named(self.kind).prepare_to_replace(
+                restored, None if self.file_name else self.target
+            )
             _replace(staged, self.target)
         except OSError as exc:
             raise RestoreError(
@@ -285,12 +275,8 @@ def _target_plan(
     env = environment_without_secrets(config)
     if request.to is not None:
         folder = request.to / result.name
-        if result.kind == "files":
-            return _TargetPlan(result, source, result.kind, folder, None, env)
-        if result.kind == "sqlite":
-            name = source.path.name if isinstance(source, SqliteSource) else f"{result.name}.db"
-            return _TargetPlan(result, source, result.kind, folder, name, env)
-        return _TargetPlan(result, source, result.kind, folder, f"{result.name}.dump", env)
+        name = kind_named(result.kind).restored_file_name(result.name, source)
+        return _TargetPlan(result, source, result.kind, folder, name, env)
     if source is None or source.kind != result.kind:
         raise RestoreError(
             f"source {result.name} of backup {record.id} is not in the configuration as a"
@@ -304,24 +290,6 @@ def _target_plan(
             )
         return _TargetPlan(result, source, result.kind, None, None, env)
     return _TargetPlan(result, source, result.kind, source.path, None, env)
-
-
-_SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
-
-
-def _prepare_database_file(database: Path, replaces: Path | None) -> None:
-    """Give a restored database the mode of the file it replaces (else the
-    umask's default), and remove the replaced database's journal files:
-    SQLite would replay a stale -wal onto the restored file and damage it."""
-    if replaces is not None and replaces.exists():
-        os.chmod(database, replaces.stat().st_mode & 0o7777)
-    else:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(database, 0o666 & ~umask)
-    if replaces is not None:
-        for suffix in _SQLITE_SIDE_FILES:
-            Path(f"{replaces}{suffix}").unlink(missing_ok=True)
 
 
 def _non_empty(path: Path) -> bool:

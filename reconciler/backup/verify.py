@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from reconciler.backup.pipeline import check_stored_object, open_object
 from reconciler.backup.restore import data_key_for
@@ -34,10 +33,7 @@ from reconciler.errors import (
 from reconciler.repository.records import BackupRecord, SourceResult
 from reconciler.repository.store import Repository
 from reconciler.repository.verdicts import Verdict
-from reconciler.sources.files import read_tree
-from reconciler.sources.sqlite import check_database_stream
-from reconciler.sources.stats import SourceStats
-from reconciler.storage.base import CHUNK_SIZE
+from reconciler.sources.kind import kind_named
 
 
 @dataclass(frozen=True)
@@ -156,7 +152,7 @@ def _check_source(
         if data_key is None:
             return check_stored_object(stored, result.object)
         with open_object(stored, result.object, data_key) as plain:
-            stats = _read_through(result.kind, plain, work_dir)
+            stats = kind_named(result.kind).read_through(plain, work_dir)
     except ObjectNotFoundError:
         return f"{stored.label} is missing"
     except IntegrityError as exc:
@@ -170,20 +166,6 @@ def _check_source(
             f" content, its manifest records {result.items} items and {result.content_bytes} bytes"
         )
     return None
-
-
-def _read_through(kind: str, plain: BinaryIO, work_dir: Path) -> SourceStats:
-    """Parse a source's plaintext as a restore would, keeping nothing.
-
-    Raises IntegrityError when the content is malformed."""
-    if kind == "files":
-        return read_tree(plain)
-    if kind == "sqlite":
-        return check_database_stream(plain, work_dir)
-    size = 0
-    while chunk := plain.read(CHUNK_SIZE):
-        size += len(chunk)
-    return SourceStats(items=1, content_bytes=size)
 
 
 def verdicts_of(results: Sequence[Verification]) -> list[Verdict]:

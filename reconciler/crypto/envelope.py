@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from reconciler.crypto.certificates import Certificate
 from reconciler.crypto.keys import PrivateKey
+from reconciler.crypto.stream import DATA_KEY_BYTES
 from reconciler.errors import IntegrityError, WrongKeyError
 
-DATA_KEY_BYTES = 32
 SCHEME_RSA = "RSA-OAEP-SHA256"
 SCHEME_ECDH = "ECDH-ES+HKDF-SHA256+A256GCM"
 SCHEMES = (SCHEME_RSA, SCHEME_ECDH)

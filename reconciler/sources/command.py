@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import IO
 
 from reconciler.errors import SourceError
-from reconciler.sources.stats import CHUNK_SIZE, ByteSink, ByteSource, SourceStats
+from reconciler.sources.stats import ByteSource, SourceStats, write_all
+from reconciler.streams import CHUNK_SIZE, ByteSink
 
 _OUTPUT_TAIL_BYTES = 4096
 _LINE_LIMIT = 300
@@ -81,7 +82,7 @@ def run_restore_command(
     try:
         while chunk := stream.read(CHUNK_SIZE):
             try:
-                _write_all(stdin.fileno(), chunk)
+                write_all(stdin.fileno(), memoryview(chunk))
             except BrokenPipeError:
                 break  # the command exited or closed stdin: its status tells
             size += len(chunk)
@@ -91,6 +92,30 @@ def run_restore_command(
         run.abort()
         raise
     run.check(status)
+    return SourceStats(items=1, content_bytes=size)
+
+
+def write_dump(stream: ByteSource, target_file: Path) -> SourceStats:
+    """Copy a command's dump from ``stream`` to the file ``target_file``, in chunks.
+
+    Returns one item and the bytes written. Raises OSError when the file
+    cannot be written."""
+    size = 0
+    with target_file.open("wb") as file:
+        while chunk := stream.read(CHUNK_SIZE):
+            file.write(chunk)
+            size += len(chunk)
+    return SourceStats(items=1, content_bytes=size)
+
+
+def read_dump(stream: ByteSource) -> SourceStats:
+    """Read a command's dump to its end, keeping nothing; one item and its size.
+
+    A dump has no structure of its own to check: reading it through is what
+    lets the layers below authenticate and decompress all of it."""
+    size = 0
+    while chunk := stream.read(CHUNK_SIZE):
+        size += len(chunk)
     return SourceStats(items=1, content_bytes=size)
 
 
@@ -281,14 +306,6 @@ def _kill_group(pgid: int) -> None:
 def _wait_until_exited(pid: int) -> None:
     """Block until the child ``pid`` exits, without reaping it (WNOWAIT)."""
     os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """Write all of ``data`` to ``fd`` (a pipe write may be partial)."""
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
 
 
 def _close_quietly(pipe: IO[bytes]) -> None:

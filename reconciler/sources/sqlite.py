@@ -21,7 +21,8 @@ import tempfile
 from pathlib import Path
 
 from reconciler.errors import IntegrityError, RestoreError, SourceError
-from reconciler.sources.stats import CHUNK_SIZE, ByteSink, ByteSource, SourceStats
+from reconciler.sources.stats import ByteSource, SourceStats
+from reconciler.streams import CHUNK_SIZE, ByteSink
 
 _MAGIC = b"SQLite format 3\0"
 _BUSY_TIMEOUT_SECONDS = 60.0
@@ -89,6 +90,24 @@ def restore_database(stream: ByteSource, target_file: Path) -> SourceStats:
     finally:
         _remove_with_side_files(staged)
     return SourceStats(items=1, content_bytes=size)
+
+
+def prepare_database_file(database: Path, replaces: Path | None) -> None:
+    """Make a restored database ready to be moved over ``replaces`` (None when
+    it goes to a new place): give it the mode of the file it replaces (else the
+    umask's default), and remove the replaced database's journal files: SQLite
+    would replay a stale -wal onto the restored file and damage it.
+
+    Raises OSError."""
+    if replaces is not None and replaces.exists():
+        os.chmod(database, replaces.stat().st_mode & 0o7777)
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(database, 0o666 & ~umask)
+    if replaces is not None:
+        for suffix in _SIDE_FILES:
+            Path(f"{replaces}{suffix}").unlink(missing_ok=True)
 
 
 def check_database_stream(stream: ByteSource, work_dir: Path) -> SourceStats:

@@ -1,12 +1,11 @@
-"""What a source function read or wrote, and the stream types it works with."""
+"""What a source function read or wrote, the stream it reads from, and
+writing a whole buffer to a file descriptor."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Protocol
-
-from reconciler.streams import CHUNK_SIZE as CHUNK_SIZE
-from reconciler.streams import ByteSink as ByteSink
 
 
 @dataclass(frozen=True)
@@ -28,3 +27,10 @@ class ByteSource(Protocol):
     """
 
     def read(self, size: int, /) -> bytes: ...
+
+
+def write_all(fd: int, data: memoryview) -> None:
+    """Write all of ``data`` to ``fd`` (``os.write`` may write less, as to a pipe)."""
+    while data:
+        written = os.write(fd, data)
+        data = data[written:]

@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 
 from reconciler.errors import IntegrityError, RestoreError
-from reconciler.sources.files import read_tree, restore_tree, write_tree
 from reconciler.sources.stats import SourceStats
+from reconciler.sources.tar_reader import read_tree
+from reconciler.sources.tree_restore import restore_tree
+from reconciler.sources.tree_walk import write_tree
 from tests.integration.test_source_files import BASE_NS, build_tree, describe, set_mtimes, walk
 
 NS = 1_000_000_000

@@ -16,8 +16,11 @@ from pathlib import Path
 import pytest
 
 from reconciler.errors import IntegrityError, RestoreError, SourceError
-from reconciler.sources.files import read_tree, restore_tree, write_tree
-from reconciler.sources.stats import CHUNK_SIZE, SourceStats
+from reconciler.sources.stats import SourceStats
+from reconciler.sources.tar_reader import read_tree
+from reconciler.sources.tree_restore import restore_tree
+from reconciler.sources.tree_walk import write_tree
+from reconciler.streams import CHUNK_SIZE
 
 BASE_NS = 1_700_000_000_123_456_789
 NON_UTF8_NAME = os.fsdecode(b"caf\xe9.bin")
@@ -343,7 +346,7 @@ def backup_error_without_read_override(root: Path) -> str:
         "import io, sys\n"
         "from pathlib import Path\n"
         "from reconciler.errors import SourceError\n"
-        "from reconciler.sources.files import write_tree\n"
+        "from reconciler.sources.tree_walk import write_tree\n"
         "try:\n"
         "    write_tree(Path(sys.argv[1]), (), io.BytesIO())\n"
         "except SourceError as exc:\n"

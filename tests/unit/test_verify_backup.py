@@ -143,6 +143,24 @@ def test_with_the_key_damage_is_caught_even_when_the_manifest_checksum_was_made_
         plant_manifest(repository, manifest)
 
 
+def test_a_source_of_a_kind_this_version_does_not_know_is_read_through_as_a_stream(
+    stored: tuple[Repository, BackupRecord], ring: KeyRing, tmp_path: Path
+) -> None:
+    """A manifest may name a kind of source this version lacks (a newer one
+    wrote it): its object is still decrypted and read to its end, as a
+    command's dump is, and an intact one passes."""
+    repository, record = stored
+    manifest = repository.read_manifest(record.id)
+    dump = manifest.sources[2]
+    assert dump.kind == "command"
+    sources = (*manifest.sources[:2], replace(dump, kind="postgres"))
+    try:
+        plant_manifest(repository, replace(manifest, sources=sources))
+        assert verdicts(repository, record.id, ring, tmp_path) == ((), ())
+    finally:
+        plant_manifest(repository, manifest)
+
+
 def test_a_missing_object_or_manifest_is_damage(
     stored: tuple[Repository, BackupRecord], ring: KeyRing, tmp_path: Path
 ) -> None:
