@@ -1,0 +1,8 @@
+"""Building blocks of the deduplicating format (format 2), not yet used by the repository.
+
+``keys`` (the index key and what is derived from it), ``chunk_id`` (keyed
+BLAKE3 ids), ``chunker`` (content-defined chunks of a stream, restarting at
+file boundaries), ``pack`` (encrypted chunks in pack objects, with a trailer
+the index key reads) and ``index`` (the sharded chunk index). Nothing here
+touches storage: every function takes and returns bytes.
+"""
