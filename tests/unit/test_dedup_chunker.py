@@ -1,0 +1,166 @@
+"""Content-defined chunking of a stream (reconciler.dedup.chunker)."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import random
+import tracemalloc
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pyfastcdc import FastCDC
+
+from reconciler.dedup.chunk_id import chunk_id
+from reconciler.dedup.chunker import (
+    MAX_SIZE,
+    Chunk,
+    Chunker,
+    ChunkParams,
+    chunk_stream,
+)
+
+# Small sizes so that hypothesis' examples hold many chunks; the logic is the same.
+SMALL = ChunkParams(average=1024, minimum=256, maximum=4096)
+SEED = 0x5EED_0F_1D
+ID_KEY = bytes(range(32))
+
+
+def noise(size: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def run(pieces: list[tuple[bytes, bool]], seed: int = SEED) -> list[Chunk]:
+    """Chunk ``pieces`` in order; a True flag says a file's content starts before it."""
+    chunker = Chunker(seed, SMALL)
+    out: list[Chunk] = []
+    for data, starts_file in pieces:
+        if starts_file:
+            out += chunker.file_starts()
+        out += chunker.feed(data)
+    return out + chunker.finish()
+
+
+def ids(chunks: list[Chunk]) -> list[bytes]:
+    return [chunk_id(ID_KEY, c.data) for c in chunks]
+
+
+# Sizes drawn as numbers (hypothesis keeps binary() small): streams of up to
+# 240 KB, well past the point where the chunker cuts while it is fed.
+pieces_strategy = st.lists(
+    st.builds(
+        lambda size, seed, starts_file: (noise(size, seed), starts_file),
+        st.integers(0, 20_000),
+        st.integers(0, 2**16),
+        st.booleans(),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(pieces=pieces_strategy)
+def test_the_chunks_concatenate_to_the_stream_and_their_offsets_are_exact(
+    pieces: list[tuple[bytes, bool]],
+) -> None:
+    chunks = run(pieces)
+    stream = b"".join(data for data, _ in pieces)
+    assert b"".join(c.data for c in chunks) == stream
+    assert [c.offset for c in chunks] == [
+        sum(len(c.data) for c in chunks[:i]) for i in range(len(chunks))
+    ]
+    assert all(0 < len(c.data) <= SMALL.maximum for c in chunks)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    seed=st.integers(0, 2**32), size=st.integers(0, 60_000), cuts=st.lists(st.integers(0, 60_000))
+)
+def test_the_chunks_do_not_depend_on_how_the_stream_is_fed(
+    seed: int, size: int, cuts: list[int]
+) -> None:
+    data = noise(size, seed)
+    bounds = sorted({0, size, *(c for c in cuts if c < size)})
+    fed = run([(data[a:b], False) for a, b in itertools.pairwise(bounds)])
+    whole = [
+        (c.offset, len(c.data))
+        for c in FastCDC(1024, min_size=256, max_size=4096, seed=SEED).cut_buf(data)
+    ]
+    assert [(c.offset, len(c.data)) for c in fed] == whole
+    assert ids(fed) == ids(run([(data, False)]))
+
+
+def test_the_same_stream_and_key_give_the_same_chunks_and_another_key_others() -> None:
+    data = noise(200_000, 1)
+    assert ids(run([(data, False)])) == ids(run([(data, False)]))
+    assert ids(run([(data, False)], seed=SEED + 1)) != ids(run([(data, False)]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    file_seed=st.integers(0, 2**32),
+    file_size=st.integers(1, 40_000),
+    first=st.binary(min_size=SMALL.minimum, max_size=9000),
+    second=st.binary(min_size=SMALL.minimum, max_size=9000),
+    suffix=st.binary(max_size=9000),
+)
+def test_an_unchanged_file_gives_the_same_chunks_wherever_it_sits_after_a_file_boundary(
+    file_seed: int, file_size: int, first: bytes, second: bytes, suffix: bytes
+) -> None:
+    content = noise(file_size, file_seed)
+    a = run([(first, False), (content, True), (suffix, True)])
+    b = run([(second, False), (content, True), (suffix, True)])
+    start_a, start_b = len(first), len(second)
+    assert any(c.offset == start_a for c in a) and any(c.offset == start_b for c in b)
+    assert ids([c for c in a if c.offset >= start_a]) == ids([c for c in b if c.offset >= start_b])
+
+
+def test_a_boundary_with_less_than_the_minimum_pending_makes_no_small_chunk() -> None:
+    header = b"h" * (SMALL.minimum - 1)
+    chunks = run([(header, False), (noise(20_000, 2), True)])
+    assert len(chunks[0].data) >= SMALL.minimum
+    assert all(len(c.data) >= SMALL.minimum for c in chunks[:-1])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32),
+    at=st.integers(0, 2000),
+    inserted=st.binary(min_size=1, max_size=64),
+)
+def test_inserting_bytes_near_the_start_changes_only_a_few_chunks(
+    seed: int, at: int, inserted: bytes
+) -> None:
+    data = noise(300_000, seed)
+    before = set(ids(run([(data, False)])))
+    after = ids(run([(data[:at] + inserted + data[at:], False)]))
+    assert len(before) > 100
+    assert len([i for i in after if i not in before]) <= 3
+
+
+def peak_memory_chunking(size: int) -> int:
+    reader = io.BytesIO(os.urandom(size))
+    tracemalloc.start()
+    try:
+        total = sum(len(c.data) for c in chunk_stream(reader, SEED))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total == size
+    return peak
+
+
+def test_memory_does_not_grow_with_the_stream() -> None:
+    small, large = peak_memory_chunking(24 << 20), peak_memory_chunking(96 << 20)
+    assert large < small + (1 << 20), f"peak {large} bytes for 96 MiB, {small} for 24 MiB"
+    assert large < 8 * MAX_SIZE
+
+
+def test_the_format_chunks_average_about_one_mebibyte() -> None:
+    data = os.urandom(64 << 20)
+    lengths = [len(c.data) for c in chunk_stream(io.BytesIO(data), SEED)]
+    average = sum(lengths) / len(lengths)
+    assert (1 << 20) * 0.8 <= average <= (1 << 20) * 1.6
+    assert max(lengths) <= MAX_SIZE
