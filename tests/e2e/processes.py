@@ -49,8 +49,30 @@ class Background:
     def signal(self, number: int) -> None:
         os.kill(self.pid, number)
 
+    def resume(self, timeout: float = 60) -> None:
+        """Continue a process that stopped itself at a ``stop`` failpoint.
+
+        The failpoint prints its line, then stops the process: a SIGCONT sent
+        between the two (a loaded machine makes that likely) would be lost and
+        the process would stay stopped. So wait for the stop first."""
+        deadline = time.monotonic() + timeout
+        while _state(self.pid) != "T":
+            if self.process.poll() is not None:
+                raise AssertionError(f"backupctl exited before it stopped:\n{self.output()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"backupctl did not stop in {timeout}s:\n{self.output()}")
+            time.sleep(0.01)
+        os.kill(self.pid, signal.SIGCONT)
+
     def finish(self, timeout: float = 60) -> Result:
-        code = self.process.wait(timeout=timeout)
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            # Reap it here: a process left running would fail a later test
+            # (an unraisable ResourceWarning) instead of this one.
+            self.process.kill()
+            self.process.wait(timeout=10)
+            raise
         return Result(code, self.out.read_text(), self.err.read_text())
 
 
@@ -87,3 +109,9 @@ def run(cwd: Path, *args: str | Path, env: dict[str, str] | None = None) -> Resu
         stdin=subprocess.DEVNULL,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def _state(pid: int) -> str:
+    """The process state letter from /proc (``T`` when stopped)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import signal
 import struct
 from pathlib import Path
 
@@ -78,7 +77,7 @@ def stopped_restore(workspace: Workspace, target: Path, logs: Path) -> tuple[Pat
         (staged,) = staging.iterdir()
         flags = inode_flags(staging), inode_flags(staged)
     finally:
-        restore.signal(signal.SIGCONT)
+        restore.resume()
     result = restore.finish()
     assert result.code == 0, result.text
     assert flags[0] & FS_TOPDIR_FL, "the staging folder is not flagged as top-level"

@@ -125,7 +125,7 @@ def test_two_applies_taking_over_the_same_stale_lock_at_once_run_one_backup(
         racer.wait_for("failpoint lock-stale reached")
     # Both have read the same stale lock; let them go at the same moment.
     for racer in racers:
-        racer.signal(signal.SIGCONT)
+        racer.resume()
     results = [racer.finish() for racer in racers]
     codes = sorted(r.code for r in results)
     assert codes == [0, 1], [r.text for r in results]
@@ -148,7 +148,7 @@ def test_a_taker_resuming_after_another_took_over_leaves_the_new_lock_alone(
     # apply takes the same stale lock over and is mid-backup when it resumes.
     holder = held_mid_backup(region, T1, log)
     held = lock_nonce(region)
-    late.signal(signal.SIGCONT)
+    late.resume()
     result = late.finish()
     assert_one_clear_error(result, "locked by backupctl apply", f"pid {holder.pid} on")
     assert lock_nonce(region) == held, "the new holder lost its lock"
