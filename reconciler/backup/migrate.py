@@ -13,7 +13,7 @@ from reconciler.failpoints import failpoint
 from reconciler.repository.objects import BackupObject
 from reconciler.repository.records import BackupRecord
 from reconciler.repository.store import Repository
-from reconciler.storage.base import CHUNK_SIZE
+from reconciler.streams import CHUNK_SIZE
 
 
 def copy_backup(source: Repository, target: Repository, record: BackupRecord) -> int:

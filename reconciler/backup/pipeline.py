@@ -40,8 +40,7 @@ from reconciler.errors import IntegrityError
 from reconciler.failpoints import failpoint
 from reconciler.repository.objects import BackupObject
 from reconciler.repository.records import StoredObject
-from reconciler.storage.base import CHUNK_SIZE
-from reconciler.streams import ByteSink
+from reconciler.streams import CHUNK_SIZE, ByteSink
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer

@@ -22,7 +22,6 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import BinaryIO, NamedTuple, Protocol, runtime_checkable
 
-from reconciler.streams import CHUNK_SIZE as CHUNK_SIZE
 from reconciler.streams import ByteSink
 
 TEMP_MARKER = ".tmp-"

@@ -17,8 +17,9 @@ from reconciler.crypto.envelope import unwrap_data_key
 from reconciler.crypto.keys import PrivateKey, load_private_key
 from reconciler.repository.records import BackupRecord, BackupStatus
 from reconciler.repository.store import Repository
-from reconciler.storage.base import CHUNK_SIZE, TEMP_MARKER
+from reconciler.storage.base import TEMP_MARKER
 from reconciler.storage.local import LocalStorage
+from reconciler.streams import CHUNK_SIZE
 
 
 @dataclass(frozen=True)

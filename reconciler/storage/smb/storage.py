@@ -20,7 +20,7 @@ from smbprotocol.exceptions import SMBOSError
 from smbprotocol.header import NtStatus
 
 from reconciler.errors import ObjectNotFoundError, StorageError, UnreachableError
-from reconciler.storage.base import CHUNK_SIZE, Entry
+from reconciler.storage.base import Entry
 from reconciler.storage.keys import check_key, temp_name_for
 from reconciler.storage.plumbing import (
     ChunkingWriter,
@@ -39,7 +39,7 @@ from reconciler.storage.smb.errors import (
 )
 from reconciler.storage.smb.paths import split_folder
 from reconciler.storage.smb.session import DEFAULT_PORT, SmbSession, forget_handle
-from reconciler.streams import ByteSink
+from reconciler.streams import CHUNK_SIZE, ByteSink
 
 T = TypeVar("T")
 
