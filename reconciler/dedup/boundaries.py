@@ -14,9 +14,9 @@ would need bookkeeping in its hot path and a change to ``sources``; parsing
 needs nothing outside ``dedup`` and reads only the headers, a small share of
 the bytes (see docs/design.md for the measured cost).
 
-The stream must be a tar archive; anything else (a bad checksum, a header
-that ends the stream early) raises ``SourceError``, since a wrong boundary
-would silently cost deduplication.
+The stream must be a tar archive; anything else (a header without the ustar
+magic, a stream that ends inside an entry) raises ``SourceError``, since a
+wrong boundary would silently cost deduplication.
 """
 
 from __future__ import annotations
@@ -103,57 +103,67 @@ class TarBoundarySink:
             )
 
     def _write(self, view: memoryview) -> None:
-        at, end = 0, len(view)
-        while at < end:
-            if self._ended:
-                self._pass(view[at:])
-                return
+        # Bytes go to the target in as few pieces as possible: everything up to
+        # a file's first content byte, then the rest, not one piece per field.
+        at, end, sent = 0, len(view), 0
+        while at < end and not self._ended:
+            starts = None
             if self._pax is not None:  # before its padding, in _skip
                 step = min(self._pax_left, end - at)
                 self._pax += view[at : at + step]
                 self._pax_left -= step
-                self._pass(view[at : at + step])
+                self._offset += step
                 if not self._pax_left:
                     self._end_pax()
             elif self._skip:
                 step = min(self._skip, end - at)
                 self._skip -= step
-                self._pass(view[at : at + step])
+                self._offset += step
+            elif not self._header and end - at >= BLOCK:  # a whole header block in view
+                step = BLOCK
+                self._offset += step
+                starts = self._end_header(bytes(view[at : at + BLOCK]))
             else:
                 step = min(BLOCK - len(self._header), end - at)
                 self._header += view[at : at + step]
-                self._pass(view[at : at + step])
+                self._offset += step
                 if len(self._header) == BLOCK:
-                    self._end_header()
+                    block = bytes(self._header)
+                    self._header.clear()
+                    starts = self._end_header(block)
             at += step
+            if starts is not None:
+                self._target.write(view[sent:at])
+                sent = at
+                self._target.file_starts(starts)
+        if sent < end:
+            self._target.write(view[sent:])
 
-    def _pass(self, piece: memoryview) -> None:
-        self._target.write(piece)
-        self._offset += len(piece)
-
-    def _end_header(self) -> None:
-        block = bytes(self._header)
-        self._header.clear()
+    def _end_header(self, block: bytes) -> FileContent | None:
+        """Read a header block that ends at ``self._offset``; the file whose
+        content starts there, if it is a regular file's header."""
+        header_at = self._offset - BLOCK
         if not any(block):
             self._ended = True  # what follows is the end-of-archive padding
-            return
-        _check_sum(block, self._offset - BLOCK)
+            return None
+        _check_magic(block, header_at)
         kind = block[156:157]
-        size = _size(block, self._pending, self._offset - BLOCK)
+        size = _size(block, self._pending, header_at)
         data_blocks = size + (-size % BLOCK)
         if kind in _PAX_TYPES:
             if size > _MAX_PAX_RECORDS:
-                raise SourceError(f"the tar header at byte {self._offset - BLOCK} is too long")
+                raise SourceError(f"the tar header at byte {header_at} is too long")
             self._pax, self._pax_left = bytearray(), size
             self._skip = data_blocks - size  # its padding, once the records are in
             if not size:
                 self._end_pax()
-            return
+            return None
         pending, self._pending = self._pending, {}
+        self._skip = data_blocks
         if kind in _REGULAR_TYPES and size:  # an empty file has no content to place
             name = pending.get(b"path", block[:100].split(b"\0", 1)[0])
-            self._target.file_starts(FileContent(name, self._offset, size))
-        self._skip = data_blocks
+            return FileContent(name, self._offset, size)
+        return None
 
     def _end_pax(self) -> None:
         records = bytes(self._pax or b"")
@@ -161,14 +171,11 @@ class TarBoundarySink:
         self._pending = _pax_records(records, self._offset - len(records))
 
 
-def _check_sum(block: bytes, offset: int) -> None:
-    stored = block[148:156].split(b"\0", 1)[0].strip()
-    computed = sum(block[:148]) + 8 * 0x20 + sum(block[156:])
-    try:
-        valid = int(stored, 8) == computed
-    except ValueError:
-        valid = False
-    if not valid:
+def _check_magic(block: bytes, offset: int) -> None:
+    # The magic rather than the checksum: it shows a parser out of step with the
+    # stream as surely, at a tenth of the cost (summing 512 bytes per header
+    # was a third of this module's time on a tree of small files).
+    if block[257:262] != b"ustar":
         raise SourceError(f"the tar stream has no valid header at byte {offset}")
 
 
