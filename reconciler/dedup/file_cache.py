@@ -130,13 +130,18 @@ class FileCache:
         directory = directory.absolute()  # SQLite's URI form needs it
         self._mac_key = keys.mac
         self.path = directory / f"{keys.name}.cache"
-        _make_folder(directory)
-        _remove_stale_temporaries(directory, keys.name)
+        self._new: sqlite3.Connection | None = None
+        self._temporary: Path | None = None
+        try:
+            _make_folder(directory)
+            _remove_stale_temporaries(directory, keys.name)
+            fd, temporary = tempfile.mkstemp(prefix=f".{keys.name}.", suffix=".tmp", dir=directory)
+            os.close(fd)  # SQLite opens it by name; mkstemp made it 0600
+            self._temporary = Path(temporary)
+            self._new = _create(self._temporary, self._key_check())
+        except (OSError, sqlite3.Error) as exc:
+            self._stop_writing(exc)
         self._old = self._open_old()
-        fd, temporary = tempfile.mkstemp(prefix=f".{keys.name}.", suffix=".tmp", dir=directory)
-        os.close(fd)  # SQLite opens it by name; mkstemp made it 0600
-        self._temporary: Path | None = Path(temporary)
-        self._new = _create(self._temporary, self._key_check())
 
     def __enter__(self) -> FileCache:
         return self
@@ -178,22 +183,32 @@ class FileCache:
         """Record this run's chunks of a file (found in the cache or just read)."""
         packed = b"".join(_CHUNK.pack(c.id, c.length) for c in chunks)
         stat = key.stat_bytes()
-        self._new.execute(
-            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
-            (key.source, key.path, stat, packed, self._mac(key.source, key.path, stat, packed)),
-        )
+        if self._new is None:
+            return  # the cache cannot be written: said once already
+        try:
+            self._new.execute(
+                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
+                (key.source, key.path, stat, packed, self._mac(key.source, key.path, stat, packed)),
+            )
+        except sqlite3.Error as exc:  # the disk is full, most likely
+            self._stop_writing(exc)
 
     def commit(self) -> None:
-        """Make this run's entries the cache, atomically (the old one is replaced whole)."""
-        if self._temporary is None:
-            raise RuntimeError("the file cache was already committed or closed")
-        self._new.commit()
-        self._new.close()
-        with open(self._temporary, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(self._temporary, self.path)
-        self._temporary = None
-        _fsync_folder(self.path.parent)
+        """Make this run's entries the cache, atomically (the old one is replaced whole).
+
+        Never raises: a cache that cannot be written is said in one warning."""
+        if self._new is not None and self._temporary is not None:
+            try:
+                self._new.commit()
+                self._new.close()
+                self._new = None
+                with open(self._temporary, "rb") as written:
+                    os.fsync(written.fileno())
+                os.replace(self._temporary, self.path)
+                self._temporary = None
+                _fsync_folder(self.path.parent)
+            except (OSError, sqlite3.Error) as exc:
+                self._stop_writing(exc)
         self.close()
 
     def close(self) -> None:
@@ -201,14 +216,32 @@ class FileCache:
         if self._old is not None:
             self._old.close()
             self._old = None
-        if self._temporary is not None:
+        self._discard_new()
+
+    def _discard_new(self) -> None:
+        if self._new is not None:
             self._new.close()
+            self._new = None
+        if self._temporary is not None:
             self._temporary.unlink(missing_ok=True)
             self._temporary = None
 
+    def _stop_writing(self, error: OSError | sqlite3.Error) -> None:
+        # A cache costs time, never a backup: this run goes on without one.
+        self._discard_new()
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        _LOG.warning(
+            "The file cache %s cannot be written (%s), so the next backup reads every file.",
+            self.path,
+            reason,
+        )
+
     def _open_old(self) -> sqlite3.Connection | None:
-        if not self.path.exists():
-            return None
+        try:
+            if not self.path.is_file():
+                return None  # the first run
+        except OSError:
+            return None  # a folder we cannot read: said when writing failed
         connection: sqlite3.Connection | None = None
         try:
             # immutable: the file is only ever replaced, never changed in place,

@@ -184,6 +184,32 @@ def test_a_missing_folder_is_made_for_its_owner_only_and_the_cache_is_0600(
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+def test_a_cache_folder_that_cannot_be_made_costs_only_time(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"")
+    with caplog.at_level(logging.WARNING), FileCache(blocker / "cache", KEY, REPO) as cache:
+        assert cache.lookup(FILE) is None
+        cache.remember(FILE, CHUNKS)
+        cache.commit()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"The file cache {cache.path} cannot be written (Not a directory),"
+        " so the next backup reads every file."
+    ]
+
+
+def test_a_commit_that_fails_costs_only_time_and_leaves_no_temporary_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING), FileCache(tmp_path, KEY, REPO) as cache:
+        cache.remember(FILE, CHUNKS)
+        (cache.path / "x").mkdir(parents=True)  # nothing can be renamed over it
+        cache.commit()
+    assert len(caplog.records) == 1 and "cannot be written" in caplog.records[0].getMessage()
+    assert [p.name for p in tmp_path.iterdir()] == [cache.path.name]
+
+
 def test_a_run_committing_meanwhile_does_not_disturb_a_reader_or_mix_entries(
     tmp_path: Path,
 ) -> None:
