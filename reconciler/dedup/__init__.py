@@ -3,6 +3,8 @@
 ``keys`` (the index key and what is derived from it), ``chunk_id`` (keyed
 BLAKE3 ids), ``chunker`` (content-defined chunks of a stream, restarting at
 file boundaries), ``pack`` (encrypted chunks in pack objects, with a trailer
-the index key reads) and ``index`` (the sharded chunk index). Nothing here
-touches storage: every function takes and returns bytes.
+the index key reads), ``index`` (the sharded chunk index), ``boundaries``
+(where files start in the tar stream) and ``file_cache`` (the backup host's
+cache of unchanged files' chunks). Nothing here touches storage: every
+function takes and returns bytes, except the file cache, a local file.
 """
