@@ -16,3 +16,11 @@ class ByteSink(Protocol):
     compressing stage. ``write`` takes the whole of ``data`` (or raises)."""
 
     def write(self, data: bytes, /) -> object: ...
+
+
+class ByteSource(Protocol):
+    """Where a stream of bytes comes from: a file, a storage reader, a
+    decrypting or decompressing stage. ``read`` returns at most ``size``
+    bytes, and ``b""`` only at the end."""
+
+    def read(self, size: int, /) -> bytes: ...

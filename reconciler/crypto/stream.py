@@ -21,7 +21,7 @@ import io
 import os
 import struct
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from reconciler.errors import IntegrityError
-from reconciler.streams import ByteSink
+from reconciler.streams import ByteSink, ByteSource
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -48,12 +48,6 @@ HEADER_BYTES = _HEADER.size
 _LENGTH = struct.Struct(">I")
 _NONCE = struct.Struct(">Q3xB")
 _OBJECT_KEY_INFO = b"backupctl object v1"
-
-
-class BinarySource(Protocol):
-    """Where encrypted bytes come from: a file or a storage reader."""
-
-    def read(self, size: int, /) -> bytes: ...
 
 
 def encrypted_size(plaintext_size: int, frame_size: int = DEFAULT_FRAME_SIZE) -> int:
@@ -189,7 +183,7 @@ class DecryptingReader(io.RawIOBase):
     what it read as unconfirmed until a read returns end of file. The source
     is not closed (it belongs to the caller)."""
 
-    def __init__(self, source: BinarySource, data_key: bytes, object_name: str) -> None:
+    def __init__(self, source: ByteSource, data_key: bytes, object_name: str) -> None:
         """Raises ValueError for a data key of the wrong length (a programming error)."""
         super().__init__()
         _check_data_key(data_key)
@@ -357,7 +351,7 @@ class DecryptingReader(io.RawIOBase):
         return b"".join(parts)
 
 
-def decrypt_all(source: BinarySource, data_key: bytes, object_name: str, sink: ByteSink) -> int:
+def decrypt_all(source: ByteSource, data_key: bytes, object_name: str, sink: ByteSink) -> int:
     """Decrypt a whole object from ``source`` into ``sink``; return the plaintext size.
 
     Raises IntegrityError naming ``object_name`` if the object is damaged, in

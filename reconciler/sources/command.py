@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import IO
 
 from reconciler.errors import SourceError
-from reconciler.sources.stats import ByteSource, SourceStats, write_all
-from reconciler.streams import CHUNK_SIZE, ByteSink
+from reconciler.sources.stats import SourceStats, write_all
+from reconciler.streams import CHUNK_SIZE, ByteSink, ByteSource
 
 _OUTPUT_TAIL_BYTES = 4096
 _LINE_LIMIT = 300

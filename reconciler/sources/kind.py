@@ -25,11 +25,11 @@ from reconciler.sources.sqlite import (
     restore_database,
     snapshot_database,
 )
-from reconciler.sources.stats import ByteSource, SourceStats
+from reconciler.sources.stats import SourceStats
 from reconciler.sources.tar_reader import read_tree
 from reconciler.sources.tree_restore import restore_tree
 from reconciler.sources.tree_walk import write_tree
-from reconciler.streams import ByteSink
+from reconciler.streams import ByteSink, ByteSource
 
 
 class ConfiguredSource(Protocol):

@@ -21,8 +21,8 @@ import tempfile
 from pathlib import Path
 
 from reconciler.errors import IntegrityError, RestoreError, SourceError
-from reconciler.sources.stats import ByteSource, SourceStats
-from reconciler.streams import CHUNK_SIZE, ByteSink
+from reconciler.sources.stats import SourceStats
+from reconciler.streams import CHUNK_SIZE, ByteSink, ByteSource
 
 _MAGIC = b"SQLite format 3\0"
 _BUSY_TIMEOUT_SECONDS = 60.0

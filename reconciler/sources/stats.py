@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -18,15 +17,6 @@ class SourceStats:
 
     items: int
     content_bytes: int
-
-
-class ByteSource(Protocol):
-    """Where a restore stream comes from: anything with ``read(n)``.
-
-    ``read`` returns at most ``size`` bytes, and ``b""`` only at the end.
-    """
-
-    def read(self, size: int, /) -> bytes: ...
 
 
 def write_all(fd: int, data: memoryview) -> None:

@@ -18,9 +18,9 @@ import tarfile
 from collections.abc import Iterator
 
 from reconciler.errors import IntegrityError
-from reconciler.sources.stats import ByteSource, SourceStats
+from reconciler.sources.stats import SourceStats
 from reconciler.sources.tar_format import BLOCK, NS_PER_SECOND, REGULAR_TYPES, SMALL_FILE
-from reconciler.streams import CHUNK_SIZE
+from reconciler.streams import CHUNK_SIZE, ByteSource
 
 _PAX_TIME = re.compile(r"(-?)([0-9]+)(?:\.([0-9]*))?")
 _ZERO_BLOCK = bytes(BLOCK)

@@ -17,9 +17,10 @@ from pathlib import Path
 from reconciler.errors import IntegrityError, RestoreError
 from reconciler.sources._small_file_worker import create_file, finish_file
 from reconciler.sources.small_files import FileEnd, SmallFileWriters
-from reconciler.sources.stats import ByteSource, SourceStats, write_all
+from reconciler.sources.stats import SourceStats, write_all
 from reconciler.sources.tar_format import REGULAR_TYPES
 from reconciler.sources.tar_reader import ArchiveReader, Member, MemberCheck
+from reconciler.streams import ByteSource
 
 
 def restore_tree(stream: ByteSource, target: Path) -> SourceStats:
