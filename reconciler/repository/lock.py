@@ -136,6 +136,8 @@ class RepositoryLock:
         clock: Callable[[], datetime] = now_utc,
         timeout: float = 0.0,
         poll_interval: float = 1.0,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._storage = storage
         self._repository = repository
@@ -144,6 +146,8 @@ class RepositoryLock:
         self._clock = clock
         self._timeout = timeout
         self._poll_interval = poll_interval
+        self._sleep = sleep
+        self._monotonic = monotonic
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
         self._lost: str | None = None
@@ -166,15 +170,15 @@ class RepositoryLock:
         while a live process holds it.
 
         Raises LockedError naming the holder, StorageError when the storage fails."""
-        deadline = time.monotonic() + self._timeout
+        deadline = self._monotonic() + self._timeout
         waited = False
         try:
             while (holder := self._attempt()) is not None:
-                remaining = deadline - time.monotonic()
+                remaining = deadline - self._monotonic()
                 if remaining <= 0:
                     raise LockedError(self._locked_message(holder, waited))
                 waited = True
-                time.sleep(min(self._poll_interval, remaining))
+                self._sleep(min(self._poll_interval, remaining))
         except BaseException:
             # Interrupted (a signal, the storage failing) possibly after creating
             # our lock: do not leave it for a minute-long wait on expiry.

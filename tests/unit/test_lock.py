@@ -144,6 +144,32 @@ def test_waiting_in_vain_says_how_long_it_waited_and_who_holds_the_lock() -> Non
     assert "waited 0.2 seconds" in message
 
 
+def test_waiting_polls_every_interval_until_the_timeout_without_real_sleeps() -> None:
+    """The wait goes through an injected clock: a test (or a daemon shutting
+    down) never has to spend the real seconds."""
+    storage = MemoryStorage()
+    now = [1000.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    with RepositoryLock(storage, "region-west", "backupctl apply"):
+        waiting = RepositoryLock(
+            storage,
+            "region-west",
+            "backupctl daemon",
+            timeout=2.5,
+            poll_interval=1.0,
+            sleep=sleep,
+            monotonic=lambda: now[0],
+        )
+        with pytest.raises(LockedError, match="waited 2.5 seconds"):
+            waiting.acquire()
+    assert slept == [1.0, 1.0, 0.5]
+
+
 def test_a_holder_whose_lock_was_taken_over_stops_writing() -> None:
     storage = MemoryStorage()
     lock = RepositoryLock(storage, "region-west", "backupctl apply", ttl=timedelta(seconds=3))
