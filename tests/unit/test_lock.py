@@ -165,7 +165,7 @@ def test_waiting_polls_every_interval_until_the_timeout_without_real_sleeps() ->
             sleep=sleep,
             monotonic=lambda: now[0],
         )
-        with pytest.raises(LockedError, match="waited 2.5 seconds"):
+        with pytest.raises(LockedError, match=r"waited 2\.5 seconds"):
             waiting.acquire()
     assert slept == [1.0, 1.0, 0.5]
 
