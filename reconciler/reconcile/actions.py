@@ -143,7 +143,7 @@ class RepairCatalog(PlanAction):
         return {
             "items": [
                 {
-                    "path": f"backups/{i.backup_id}" if i.backup_id else "catalog.json",
+                    "path": i.path,
                     "reason": i.reason,
                 }
                 for i in self.items

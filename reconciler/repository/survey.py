@@ -15,7 +15,7 @@ from typing import Protocol
 
 from reconciler.errors import IntegrityError, ObjectNotFoundError
 from reconciler.repository.catalog import Catalog
-from reconciler.repository.layout import backup_dir, parse_backup_id
+from reconciler.repository.layout import CATALOG_KEY, backup_dir, parse_backup_id
 from reconciler.repository.records import BackupRecord, BackupStatus
 
 
@@ -43,6 +43,11 @@ class DriftItem:
     """A committed backup the catalog misses: it is entered again."""
     remove: bool = False
     """A catalog entry whose backup is gone from the storage: it is dropped."""
+
+    @property
+    def path(self) -> str:
+        """What it is about, relative to the repository (shown to the user)."""
+        return backup_dir(self.backup_id) if self.backup_id else CATALOG_KEY
 
 
 @dataclass(frozen=True)
