@@ -77,7 +77,8 @@ def create(
             fail(f"--passphrase-env: the environment variable {passphrase_env} is not set or empty")
         passphrase = value.encode()
     for path in (cert_path, key_path, index_key_path):
-        # Refused before anything is written, so a refusal leaves no new file behind.
+        # Refused up front, before a key pair is generated; the exclusive writes
+        # below and their clean-up alone would leave the same files, only later.
         if path is not None and (path.exists() or path.is_symlink()):
             fail(f"{path} already exists; choose another path or remove it first")
     if index_key_path is not None:
