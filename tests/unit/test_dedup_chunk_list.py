@@ -182,3 +182,13 @@ def test_a_long_list_is_written_and_read_in_bounded_memory(
         tracemalloc.stop()
     assert seen == count
     assert read_peak < 8 * frame
+
+
+@pytest.mark.parametrize("frame", [1, 35, 100, ENTRY_BYTES * 3])
+def test_entries_split_across_frames_read_back_whole(
+    frame: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A reader takes the frame size from the stored header, whatever wrote it.
+    monkeypatch.setattr(chunk_list, "FRAME_SIZE", frame)
+    entries = chunks(7)
+    assert read(write(entries)) == entries
