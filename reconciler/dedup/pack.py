@@ -39,7 +39,8 @@ from blake3 import blake3
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from reconciler.dedup.chunk_id import CHUNK_ID_BYTES, chunk_id
+from reconciler.dedup.chunk_id import CHUNK_ID_BYTES
+from reconciler.dedup.chunk_id import chunk_id as keyed_id
 from reconciler.dedup.chunker import MAX_SIZE
 from reconciler.errors import IntegrityError
 from reconciler.streams import ByteSink
@@ -111,27 +112,27 @@ def new_pack_id() -> bytes:
     return os.urandom(PACK_ID_BYTES)
 
 
-def short_id(chunk_id_: bytes) -> str:
+def short_id(chunk_id: bytes) -> str:
     """Return the shortened hex form of a chunk id used in messages."""
-    return chunk_id_.hex()[:SHORT_ID_HEX]
+    return chunk_id.hex()[:SHORT_ID_HEX]
 
 
 def seal_record(
-    chunk_id_: bytes, plaintext: bytes | memoryview, key_id: bytes, data_key: bytes
+    chunk_id: bytes, plaintext: bytes | memoryview, key_id: bytes, data_key: bytes
 ) -> bytes:
     """Return the record of one chunk: zstd level 3, then AES-256-GCM under ``data_key``.
 
     Pure and thread-safe. Raises ValueError for a malformed id, key id or key,
     or a chunk larger than the chunker's maximum (a caller's bug, not bad data)."""
-    if len(chunk_id_) != CHUNK_ID_BYTES:
-        raise ValueError(f"a chunk id is {CHUNK_ID_BYTES} bytes, not {len(chunk_id_)}")
+    if len(chunk_id) != CHUNK_ID_BYTES:
+        raise ValueError(f"a chunk id is {CHUNK_ID_BYTES} bytes, not {len(chunk_id)}")
     if len(key_id) != KEY_ID_BYTES or len(data_key) != DATA_KEY_BYTES:
         raise ValueError(f"a key id is {KEY_ID_BYTES} bytes and a data key {DATA_KEY_BYTES}")
     if len(plaintext) > MAX_SIZE:
         raise ValueError(f"a chunk of {len(plaintext)} bytes is above {MAX_SIZE}")
     nonce = os.urandom(NONCE_BYTES)
     compressed = _compressor().compress(plaintext)
-    sealed = AESGCM(data_key).encrypt(nonce, compressed, _record_aad(key_id, chunk_id_))
+    sealed = AESGCM(data_key).encrypt(nonce, compressed, _record_aad(key_id, chunk_id))
     return key_id + nonce + sealed
 
 
@@ -144,29 +145,27 @@ def record_key_id(record: bytes) -> bytes:
     return bytes(record[:KEY_ID_BYTES])
 
 
-def open_record(
-    name: str, record: bytes, chunk_id_: bytes, data_key: bytes, id_key: bytes
-) -> bytes:
-    """Return the plaintext chunk of ``record``, the record of ``chunk_id_`` in pack ``name``.
+def open_record(name: str, record: bytes, chunk_id: bytes, data_key: bytes, id_key: bytes) -> bytes:
+    """Return the plaintext chunk of ``record``, the record of ``chunk_id`` in pack ``name``.
 
     ``data_key`` is the key its key id names; ``id_key`` the chunk-id key.
     Raises IntegrityError naming the pack and the chunk if the record is cut,
     damaged, another chunk's, or not decryptable with ``data_key``."""
-    what = f"chunk {short_id(chunk_id_)} in pack {name}"
+    what = f"chunk {short_id(chunk_id)} in pack {name}"
     if not MIN_RECORD_BYTES <= len(record) <= MAX_RECORD_BYTES:
         raise IntegrityError(f"The {what} has an impossible length {len(record)}.")
     key_id = record[:KEY_ID_BYTES]
     nonce = record[KEY_ID_BYTES : KEY_ID_BYTES + NONCE_BYTES]
     try:
         compressed = AESGCM(data_key).decrypt(
-            nonce, record[KEY_ID_BYTES + NONCE_BYTES :], _record_aad(key_id, chunk_id_)
+            nonce, record[KEY_ID_BYTES + NONCE_BYTES :], _record_aad(key_id, chunk_id)
         )
         plaintext = _decompress(compressed)
     except (InvalidTag, zstandard.ZstdError) as exc:
         raise IntegrityError(
             f"The {what} fails authentication (damaged, moved, or another data key's)."
         ) from exc
-    if chunk_id(id_key, plaintext) != chunk_id_:
+    if keyed_id(id_key, plaintext) != chunk_id:
         raise IntegrityError(f"The {what} does not hold the data its id names.")
     return plaintext
 
@@ -195,20 +194,20 @@ class PackWriter:
         """Bytes written so far (compare with TARGET_PACK_SIZE)."""
         return self._size
 
-    def add_record(self, chunk_id_: bytes, record: bytes) -> PackEntry:
+    def add_record(self, chunk_id: bytes, record: bytes) -> PackEntry:
         """Append one record; return where it is.
 
         Raises ValueError for a malformed id or record, a pack that would
         outgrow its 4-byte offsets, or a finished writer (a caller's bug)."""
         if self._finished:
             raise ValueError("add_record after finish")
-        if len(chunk_id_) != CHUNK_ID_BYTES:
-            raise ValueError(f"a chunk id is {CHUNK_ID_BYTES} bytes, not {len(chunk_id_)}")
+        if len(chunk_id) != CHUNK_ID_BYTES:
+            raise ValueError(f"a chunk id is {CHUNK_ID_BYTES} bytes, not {len(chunk_id)}")
         if not MIN_RECORD_BYTES <= len(record) <= MAX_RECORD_BYTES:
             raise ValueError(f"a record of {len(record)} bytes is not a sealed chunk")
         if self._size + len(record) > MAX_RECORDS_BYTES:
             raise ValueError(f"a pack holds at most {MAX_RECORDS_BYTES} bytes of records")
-        entry = PackEntry(bytes(chunk_id_), self._size, len(record))
+        entry = PackEntry(bytes(chunk_id), self._size, len(record))
         self._write(record)
         self._entries.append(_ENTRY.pack(entry.chunk_id, entry.offset, entry.length))
         return entry
@@ -336,10 +335,10 @@ def _decompress(compressed: bytes) -> bytes:
     return out
 
 
-def _record_aad(key_id: bytes, chunk_id_: bytes) -> bytes:
+def _record_aad(key_id: bytes, chunk_id: bytes) -> bytes:
     # The key id is bound too: a record relabelled to another key id must not
     # open, even under a caller that looks keys up by the label.
-    return _RECORD_AAD + key_id + chunk_id_
+    return _RECORD_AAD + key_id + chunk_id
 
 
 def _trailer_key(index_encryption_key: bytes, salt: bytes) -> bytes:
