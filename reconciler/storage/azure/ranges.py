@@ -69,9 +69,10 @@ def read_range(
         return int(client.get_file_properties().size)
 
     def attempt() -> bytes | None:
-        if not length:
-            if offset > size():
-                raise shorter_than_asked(name, offset, length, size())
+        if not length:  # Get File has no empty range: ask for the size instead
+            whole = size()
+            if offset > whole:
+                raise shorter_than_asked(name, offset, length, whole)
             return b""
         try:
             download = client.download_file(offset=offset, length=length)
