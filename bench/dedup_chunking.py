@@ -33,7 +33,13 @@ import zstandard
 from reconciler.dedup.chunk_id import chunk_id
 from reconciler.dedup.chunker import Chunker
 from reconciler.dedup.keys import IndexKey
-from reconciler.dedup.pack import TARGET_PACK_SIZE, ZSTD_LEVEL, PackWriter, new_pack_id
+from reconciler.dedup.pack import (
+    TARGET_PACK_SIZE,
+    ZSTD_LEVEL,
+    PackWriter,
+    new_pack_id,
+    seal_record,
+)
 from reconciler.streams import CHUNK_SIZE
 
 MB = 1_000_000
@@ -82,6 +88,7 @@ def main() -> None:
     args = parser.parse_args()
     keys = IndexKey.generate().derive()
     data_key = os.urandom(32)
+    key_id = os.urandom(16)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "stream.bin"
         generate(path, args.mb * MB)
@@ -130,18 +137,22 @@ def main() -> None:
             total = 0
 
             def new_pack() -> PackWriter:
-                return PackWriter(_Discard(), data_key, keys.index_encryption_key, new_pack_id())
+                return PackWriter(_Discard(), new_pack_id(), keys.index_encryption_key)
+
+            def add(writer: PackWriter, data: bytes | memoryview) -> None:
+                cid = chunk_id(keys.chunk_id_key, data)
+                writer.add_record(cid, seal_record(cid, data, key_id, data_key))
 
             writer = new_pack()
             with pieces(path) as reader:
                 while block := reader.read(CHUNK_SIZE):
                     for c in chunker.feed(block):
-                        writer.add(chunk_id(keys.chunk_id_key, c.data), c.data)
+                        add(writer, c.data)
                         if writer.size >= TARGET_PACK_SIZE:
                             total += writer.finish()
                             writer = new_pack()
             for c in chunker.finish():
-                writer.add(chunk_id(keys.chunk_id_key, c.data), c.data)
+                add(writer, c.data)
             return total + writer.finish()
 
         results = [

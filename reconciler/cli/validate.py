@@ -16,7 +16,7 @@ from reconciler.cli.common import (
 )
 from reconciler.errors import ConfigError
 from reconciler.spec.model import BackupConfiguration
-from reconciler.spec.secrets import resolve_secret, secret_refs
+from reconciler.spec.secrets import secret_problems
 
 
 @click.command()
@@ -52,13 +52,15 @@ def validate(
     for path in every:
         try:
             configs = load(path)
-            if resolve_secrets:
-                for config in configs:
-                    for ref in secret_refs(config):
-                        resolve_secret(ref)
-            valid.extend(configs)
         except ConfigError as exc:
             problems.extend(str(exc).splitlines())
+            continue
+        if resolve_secrets:
+            unresolved = [p for config in configs for p in secret_problems(config)]
+            if unresolved:
+                problems.extend(unresolved)
+                continue
+        valid.extend(configs)
     if problems:
         for line in problems:
             click.echo(

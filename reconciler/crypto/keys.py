@@ -270,21 +270,24 @@ def private_key_pem(key: SupportedPrivateKey, passphrase: bytes | None) -> bytes
 
 
 def write_private_key_file(path: Path, data: bytes) -> None:
+    """Create the private key file ``path``; see ``write_secret_file``."""
+    write_secret_file(path, data, "private key file")
+
+
+def write_secret_file(path: Path, data: bytes, what: str) -> None:
     """Create ``path`` readable by its owner only (0600) and write ``data`` to it.
 
-    The mode is set at creation, so the key is never briefly world-readable;
+    The mode is set at creation, so the secret is never briefly world-readable;
     an existing file (or symlink) is never overwritten. Raises CryptoError
-    naming the file if it exists or cannot be written; a partly written file
-    is removed."""
+    naming the file (``what`` says what it is) if it exists or cannot be
+    written; a partly written file is removed."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags, 0o600)
     except FileExistsError as exc:
-        raise CryptoError(
-            f"private key file {path} already exists; refusing to overwrite it"
-        ) from exc
+        raise CryptoError(f"{what} {path} already exists; refusing to overwrite it") from exc
     except OSError as exc:
-        raise CryptoError(f"private key file {path} cannot be created: {exc.strerror}") from exc
+        raise CryptoError(f"{what} {path} cannot be created: {exc.strerror}") from exc
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
@@ -293,4 +296,4 @@ def write_private_key_file(path: Path, data: bytes) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             path.unlink()
-        raise CryptoError(f"private key file {path} could not be written: {exc.strerror}") from exc
+        raise CryptoError(f"{what} {path} could not be written: {exc.strerror}") from exc

@@ -2,9 +2,12 @@
 
 ``keys`` (the index key and what is derived from it), ``chunk_id`` (keyed
 BLAKE3 ids), ``chunker`` (content-defined chunks of a stream, restarting at
-file boundaries), ``pack`` (encrypted chunks in pack objects, with a trailer
-the index key reads), ``index`` (the sharded chunk index), ``boundaries``
+file boundaries), ``pack`` (movable encrypted records in pack objects, with a
+trailer the index key reads), ``index`` (sorted runs of the chunk index:
+deltas and prefix shards), ``chunk_list`` (a source's chunk ids and lengths,
+streamed, under the index key), ``boundaries``
 (where files start in the tar stream) and ``file_cache`` (the backup host's
 cache of unchanged files' chunks). Nothing here touches storage: every
-function takes and returns bytes, except the file cache, a local file.
+function takes and returns bytes or byte streams, except the file cache, a
+local file.
 """

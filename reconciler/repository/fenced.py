@@ -42,6 +42,9 @@ class FencedStorage:
     def open_read(self, key: str) -> AbstractContextManager[BinaryIO]:
         return self._storage.open_read(key)
 
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        return self._storage.read_range(key, offset, length)
+
     def write_atomic(self, key: str, data: bytes) -> None:
         self._guard()
         self._storage.write_atomic(key, data)

@@ -203,6 +203,11 @@ def _encryption(
         )
         for i, item in enumerate(raw.get("previousKeys", []))
     )
+    index_key = (
+        _secret(raw["indexKey"], base, ("spec", "encryption", "indexKey"), problems)
+        if "indexKey" in raw
+        else None
+    )
     if certificate is None:
         return None
     return Encryption(
@@ -210,6 +215,7 @@ def _encryption(
         certificate=certificate,
         rewrap_existing=raw.get("rewrapExisting", False),
         previous_keys=previous,
+        index_key=index_key,
     )
 
 

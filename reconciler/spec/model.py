@@ -115,6 +115,9 @@ class Encryption:
     certificate: Certificate
     rewrap_existing: bool
     previous_keys: tuple[PreviousKey, ...]
+    index_key: SecretRef | None = None
+    """spec.encryption.indexKey; None when the repository is to keep its own
+    (``secrets.resolve_index_key`` gives the 32 bytes)."""
 
 
 @dataclass(frozen=True)

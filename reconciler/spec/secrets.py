@@ -1,10 +1,13 @@
 """Resolving secret references to values, at the last moment.
 
-A value is held in a ``Secret``, whose repr never shows it, so that a stray log
-line or traceback cannot print it."""
+A value is held in a ``Secret`` (or, for the index key, ``IndexKeyBytes``),
+whose repr never shows it, so that a stray log line or traceback cannot print
+it."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -58,6 +61,61 @@ def resolve_secret(ref: SecretRef, environ: Mapping[str, str] | None = None) -> 
     return Secret(ref, value)
 
 
+INDEX_KEY_BYTES = 32
+"""The length of an index key; ``reconciler.dedup.keys`` holds the same rule,
+which spec, its sibling layer, may not import (a test keeps the two agreeing)."""
+
+
+@dataclass(frozen=True)
+class IndexKeyBytes:
+    """The index key spec.encryption.indexKey points to, decoded."""
+
+    ref: SecretRef
+    secret: bytes = field(repr=False)
+
+    def __str__(self) -> str:
+        return f"<index key from {self.ref.describe()}>"
+
+
+def resolve_index_key(ref: SecretRef, environ: Mapping[str, str] | None = None) -> IndexKeyBytes:
+    """The 32 bytes of the index key ``ref`` points to.
+
+    Raises ConfigError naming the configuration file, the field and the
+    variable or file (never the value) when it does not resolve (see
+    ``resolve_secret``) or is not the base64 text of 32 bytes."""
+    text = resolve_secret(ref, environ).value
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != INDEX_KEY_BYTES:
+        where = f"{ref.origin}: {ref.field}" if ref.origin else ref.field
+        raise ConfigError(
+            f"{where}: the {ref.describe()} does not hold an index key, which is the base64"
+            f" text of {INDEX_KEY_BYTES} random bytes"
+            " (make one with `backupctl keys create --index-key FILE`)"
+        )
+    return IndexKeyBytes(ref, raw)
+
+
+def secret_problems(
+    config: BackupConfiguration, environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """Why each secret reference of ``config`` does not resolve (or, for the
+    index key, does not hold a key), one sentence each; empty when all do."""
+    problems: list[str] = []
+    index_key = config.encryption.index_key
+    for ref in secret_refs(config):
+        try:
+            if ref is index_key:
+                resolve_index_key(ref, environ)
+            else:
+                resolve_secret(ref, environ)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    return problems
+
+
 def secret_refs(config: BackupConfiguration) -> list[SecretRef]:
     """Every secret reference in ``config``, in the order they are written."""
     found: list[SecretRef] = []
@@ -66,6 +124,8 @@ def secret_refs(config: BackupConfiguration) -> list[SecretRef]:
             found.append(location.password)
         elif isinstance(location, AzureFileShareLocation):
             found.extend(v for v in vars(location.auth).values() if isinstance(v, SecretRef))
+    if config.encryption.index_key is not None:
+        found.append(config.encryption.index_key)
     found.extend(k.passphrase for k in config.encryption.previous_keys if k.passphrase)
     return found
 

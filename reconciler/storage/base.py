@@ -15,6 +15,7 @@ Guarantees every backend gives:
   atomically with respect to other processes and hosts.
 * Reads stream: ``open_read`` returns a binary file object; memory does not
   grow with object size.
+* ``read_range`` returns exactly the bytes asked for, or raises: never fewer.
 """
 
 from __future__ import annotations
@@ -62,6 +63,17 @@ class Storage(Protocol):
 
     def open_read(self, key: str) -> AbstractContextManager[BinaryIO]:
         """A streaming reader. Raises ObjectNotFoundError."""
+        ...
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """Exactly ``length`` bytes of the object from byte ``offset`` on.
+
+        One request where the backend allows it (a record out of a pack),
+        retried like the backend's other reads. Raises ObjectNotFoundError
+        when the object is missing, IntegrityError when it ends before
+        ``offset + length`` (an object shorter than its index says is damaged,
+        and no retry mends it), ValueError for a negative offset or length.
+        A zero length gives b"" when ``offset`` is at most the object's size."""
         ...
 
     def write_atomic(self, key: str, data: bytes) -> None:

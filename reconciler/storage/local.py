@@ -23,7 +23,7 @@ from reconciler.errors import (
 )
 from reconciler.storage.base import Entry
 from reconciler.storage.keys import check_key, temp_name_for
-from reconciler.storage.plumbing import staged, write_whole
+from reconciler.storage.plumbing import check_range, shorter_than_asked, staged, write_whole
 from reconciler.streams import ByteSink
 
 
@@ -85,6 +85,31 @@ class LocalStorage:
             self._fail(exc, f"cannot read {path}")
         with stream:
             yield stream
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        check_range(offset, length)
+        path = self._path(key)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            self._fail(exc, f"cannot read {path}")
+        try:
+            size = os.fstat(fd).st_size
+            if offset + length > size:
+                raise shorter_than_asked(str(path), offset, length, size)
+            data = os.pread(fd, length, offset)
+            # One pread suffices but past 2 GiB (Linux's limit per call) or
+            # when the file was cut short since the fstat.
+            while len(data) < length:
+                more = os.pread(fd, length - len(data), offset + len(data))
+                if not more:
+                    raise shorter_than_asked(str(path), offset, length, offset + len(data))
+                data += more
+        except OSError as exc:
+            self._fail(exc, f"cannot read {path}")
+        finally:
+            os.close(fd)
+        return data
 
     def write_atomic(self, key: str, data: bytes) -> None:
         write_whole(self, key, data)

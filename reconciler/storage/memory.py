@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from reconciler.errors import ObjectExistsError, ObjectNotFoundError, UnreachableError
 from reconciler.storage.base import Entry, parent_of
 from reconciler.storage.keys import check_key
+from reconciler.storage.plumbing import check_range, shorter_than_asked
 from reconciler.streams import ByteSink
 
 if TYPE_CHECKING:
@@ -71,6 +72,14 @@ class MemoryStorage:
     @contextmanager
     def open_read(self, key: str) -> Iterator[BinaryIO]:
         yield _CountingReader(self._object(key), self)
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        check_range(offset, length)
+        data = self._object(key)
+        if offset + length > len(data):
+            raise shorter_than_asked(f"{key} in {self.description}", offset, length, len(data))
+        self.bytes_read += length
+        return data[offset : offset + length]
 
     def write_atomic(self, key: str, data: bytes) -> None:
         check_key(key)

@@ -15,6 +15,8 @@ from, lives here:
   read ahead in ``CHUNK_SIZE`` pieces.
 * ``remove_tree``: depth-first removal for protocols that delete only empty
   folders.
+* ``check_range`` and ``shorter_than_asked``: the arguments and the one
+  failure of ``read_range``, worded alike on every backend.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, BinaryIO, Protocol, TypeVar
 
+from reconciler.errors import IntegrityError
 from reconciler.streams import CHUNK_SIZE, ByteSink
 
 if TYPE_CHECKING:
@@ -152,3 +155,19 @@ def remove_tree(
         else:
             remove_file(child)
     remove_folder(path)
+
+
+def check_range(offset: int, length: int) -> None:
+    """Refuse a negative offset or length (a caller's bug, not bad storage).
+
+    Raises ValueError."""
+    if offset < 0 or length < 0:
+        raise ValueError(f"a range needs a non-negative offset and length, not {offset}, {length}")
+
+
+def shorter_than_asked(name: str, offset: int, length: int, size: int) -> IntegrityError:
+    """The error of a range reaching past the end of the object ``name``."""
+    asked = f"bytes {offset}-{offset + length - 1}" if length else f"offset {offset}"
+    return IntegrityError(
+        f"{name} is shorter than expected: asked for {asked}, it has {size} bytes"
+    )

@@ -280,6 +280,46 @@ def test_cut_downloads_are_retried_after_waits_that_double(emulator: AzureFilesE
     assert time.monotonic() - started < 1.5  # the storage itself never slept
 
 
+def test_a_ranged_read_cut_mid_body_is_retried_after_waits_that_double(
+    emulator: AzureFilesEmulator,
+) -> None:
+    slept: list[float] = []
+    storage = open_storage(emulator, sleep=slept.append)
+    data = os.urandom(9 * MIB)
+    storage.write_atomic("packs/0a.pack", data)
+    emulator.clear_log()
+    fault = emulator.inject(method="GET", drop_after=1000, times=2)
+    assert storage.read_range("packs/0a.pack", MIB + 3, 6 * MIB) == data[MIB + 3 : 7 * MIB + 3]
+    assert fault.hits == 2
+    assert emulator.count("GET") == 1 + 2  # one Get File, plus the two cut ones again
+    assert slept == [0.25, 0.5]
+
+
+def test_a_ranged_read_that_keeps_breaking_off_fails_clearly(emulator: AzureFilesEmulator) -> None:
+    storage = open_storage(emulator, sleep=lambda _: None)
+    storage.write_atomic("packs/0a.pack", b"x" * 5000)
+    fault = emulator.inject(method="GET", drop_after=100, times=None)
+    with pytest.raises(UnreachableError) as caught:
+        storage.read_range("packs/0a.pack", 10, 4000)
+    assert fault.hits == READ_ATTEMPTS
+    assert str(caught.value) == (
+        "cannot read packs/0a.pack in Azure file share devstoreaccount1/backups/region-west: "
+        f"the connection to Azure Files at devstoreaccount1 broke off during each of "
+        f"{READ_ATTEMPTS} attempts"
+    )
+
+
+def test_a_throttled_ranged_read_waits_through_the_storage_sleep(
+    emulator: AzureFilesEmulator,
+) -> None:
+    slept: list[float] = []
+    storage = open_storage(emulator, sleep=slept.append)
+    storage.write_atomic("packs/0a.pack", b"0123456789")
+    emulator.inject(method="GET", status=503, times=2)
+    assert storage.read_range("packs/0a.pack", 2, 5) == b"23456"
+    assert len(slept) == 2  # the SDK's two backoffs, through the injected sleep
+
+
 def _rename(request: RequestInfo) -> bool:
     return request.comp == "rename"
 

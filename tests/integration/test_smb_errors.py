@@ -290,6 +290,35 @@ def test_idempotent_operations_retry_a_reset_connection(
     assert store.size("x") == 3
 
 
+def test_a_ranged_read_retries_a_reset_connection_after_waits_that_double(
+    samba_server: SambaServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slept: list[float] = []
+    store = _storage(samba_server, sleep=slept.append)
+    store.ensure_root()
+    store.write_atomic("packs/0a.pack", b"0123456789")
+    real_open = smbclient.open_file
+    failures = iter([SMBConnectionClosed("reset"), SMBConnectionClosed("reset")])
+
+    def flaky_open(path: str, *args: object, **kwargs: object) -> object:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(smbclient, "open_file", flaky_open)
+    assert store.read_range("packs/0a.pack", 2, 5) == b"23456"
+    assert slept == [0.2, 0.4]
+
+
+def test_a_ranged_read_of_a_missing_object_is_not_found(samba_server: SambaServer) -> None:
+    store = _storage(samba_server)
+    store.ensure_root()
+    with pytest.raises(ObjectNotFoundError, match=r"packs/0a\.pack") as caught:
+        store.read_range("packs/0a.pack", 0, 10)
+    _assert_clean(caught.value, samba_server.password)
+
+
 def test_retries_are_bounded(samba_server: SambaServer, monkeypatch: pytest.MonkeyPatch) -> None:
     store = _storage(samba_server)
     store.ensure_root()

@@ -34,6 +34,11 @@ PLACES = {
         AZURE_REF,
         "clientSecret: {{tenantId: " + GUID + ", clientId: " + GUID + ", secret: {value}}}",
     ),
+    "indexKey": (
+        "quickstart.yaml",
+        CERTIFICATE,
+        CERTIFICATE.replace("{", "{{").replace("}", "}}") + "\n    indexKey: {value}",
+    ),
     "passphrase": (
         "quickstart.yaml",
         CERTIFICATE,

@@ -172,26 +172,26 @@ def test_the_secret_fields_are_exactly_the_schema_fields_holding_a_secret_refere
 
 
 @pytest.fixture
-def schema_with_index_key(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The shipped schema plus a new secret field, spec.storage.local.indexKey."""
+def schema_with_vault_token(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The shipped schema plus a new secret field, spec.storage.local.vaultToken."""
     schema = copy.deepcopy(configuration_schema())
     local = schema["$defs"]["localStorage"]
-    local.setdefault("properties", {})["indexKey"] = {"$ref": "#/$defs/secretRef"}
+    local.setdefault("properties", {})["vaultToken"] = {"$ref": "#/$defs/secretRef"}
     monkeypatch.setattr(schema_module, "configuration_schema", lambda: schema)
     secret_field_names.cache_clear()
     yield
     secret_field_names.cache_clear()
 
 
-@pytest.mark.usefixtures("schema_with_index_key")
+@pytest.mark.usefixtures("schema_with_vault_token")
 def test_a_secret_field_added_to_the_schema_is_hidden_too(tmp_path: Path) -> None:
-    assert "indexKey" in json.dumps(schema_module.configuration_schema())
+    assert "vaultToken" in json.dumps(schema_module.configuration_schema())
     path = tmp_path / "local.yaml"
     path.write_text(
-        f"spec:\n  storage:\n    local:\n      indexKey: !{SECRET} x\n", encoding="utf-8"
+        f"spec:\n  storage:\n    local:\n      vaultToken: !{SECRET} x\n", encoding="utf-8"
     )
     message = parse_error(path)
-    assert message == expected_message(path, 4, "indexKey")
+    assert message == expected_message(path, 4, "vaultToken")
     assert_hidden(message)
 
 

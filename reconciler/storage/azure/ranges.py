@@ -1,5 +1,6 @@
 """Moving content in ranges: 4 MiB downloads and uploads with bounded memory.
 
+* ``read_range``: one range of any size, as asked, and nothing shorter.
 * Streaming download: ranges of 4 MiB, each retried here when its body is cut
   off (the SDK does not retry an interrupted body), and checked against the
   ETag read when the stream was opened, so a replaced object is not mixed up.
@@ -17,7 +18,7 @@ from azure.storage.fileshare import ShareFileClient
 from reconciler.errors import StorageError, UnreachableError
 from reconciler.storage.azure.client import QuickRetry
 from reconciler.storage.azure.errors import AzureErrors
-from reconciler.storage.plumbing import ChunkingWriter
+from reconciler.storage.plumbing import ChunkingWriter, shorter_than_asked
 
 RANGE_SIZE = 4 * 1024 * 1024
 """Largest body Put Range accepts; also the size of download ranges."""
@@ -34,29 +35,85 @@ def range_fetcher(
     errors: AzureErrors,
     sleep: Callable[[float], None],
 ) -> Callable[[int, int], bytes]:
-    """A function reading one range, retrying bodies cut off mid-stream."""
+    """A function reading one range of a file of known size, retrying bodies
+    cut off mid-stream."""
 
     def fetch(offset: int, length: int) -> bytes:
-        for attempt in range(READ_ATTEMPTS):
-            if attempt:
-                sleep(QuickRetry.FIRST_BACKOFF * 2 ** (attempt - 1))
-            try:
-                download = client.download_file(offset=offset, length=length)
-                data = download.readall()
-            except AzureError as exc:
-                if not _interrupted(exc):
-                    errors.fail(exc, what)
-                continue
+        def attempt() -> bytes | None:
+            download = client.download_file(offset=offset, length=length)
+            data = download.readall()
             if str(download.properties.etag) != etag:
                 raise StorageError(f"{what}: it was replaced while being read")
-            if len(data) == length:
-                return data
-        raise UnreachableError(
-            f"{what}: the connection to Azure Files at {errors.account} broke off "
-            f"during each of {READ_ATTEMPTS} attempts"
-        )
+            return data if len(data) == length else None
+
+        return _retried(attempt, what, errors=errors, sleep=sleep)
 
     return fetch
+
+
+def read_range(
+    client: ShareFileClient,
+    offset: int,
+    length: int,
+    name: str,
+    *,
+    errors: AzureErrors,
+    sleep: Callable[[float], None],
+) -> bytes:
+    """``length`` bytes from ``offset`` of the file ``name`` (for messages), in
+    one Get File (the SDK splits ranges over 32 MiB), retrying bodies cut off
+    mid-stream. Raises IntegrityError when the file ends before the range."""
+    what = f"cannot read {name}"
+
+    def size() -> int:
+        return int(client.get_file_properties().size)
+
+    def attempt() -> bytes | None:
+        if not length:
+            if offset > size():
+                raise shorter_than_asked(name, offset, length, size())
+            return b""
+        try:
+            download = client.download_file(offset=offset, length=length)
+        except HttpResponseError as exc:
+            if exc.status_code != 416:  # InvalidRange: the range starts past the end
+                raise
+            raise shorter_than_asked(name, offset, length, size()) from None
+        # The SDK rewrites Content-Range to 'bytes START-END/FILE SIZE'; its own
+        # download size is wrong for a range ending past the end of the file.
+        whole = int(str(download.properties.content_range).rpartition("/")[2])
+        if offset + length > whole:
+            raise shorter_than_asked(name, offset, length, whole)
+        data = download.readall()
+        return data if len(data) == length else None
+
+    return _retried(attempt, what, errors=errors, sleep=sleep)
+
+
+def _retried(
+    attempt: Callable[[], bytes | None],
+    what: str,
+    *,
+    errors: AzureErrors,
+    sleep: Callable[[float], None],
+) -> bytes:
+    """What ``attempt`` returns, trying again when it returns None (a short
+    body) or the response broke off; other SDK errors are translated."""
+    for tries in range(READ_ATTEMPTS):
+        if tries:
+            sleep(QuickRetry.FIRST_BACKOFF * 2 ** (tries - 1))
+        try:
+            data = attempt()
+        except AzureError as exc:
+            if not _interrupted(exc):
+                errors.fail(exc, what)
+            continue
+        if data is not None:
+            return data
+    raise UnreachableError(
+        f"{what}: the connection to Azure Files at {errors.account} broke off "
+        f"during each of {READ_ATTEMPTS} attempts"
+    )
 
 
 def _interrupted(exc: AzureError) -> bool:

@@ -15,11 +15,17 @@ from azure.storage.fileshare import DirectoryProperties, ShareFileClient
 from reconciler.errors import StorageError
 from reconciler.storage.azure.client import account_name, make_share_client, public_url
 from reconciler.storage.azure.errors import MISSING, AzureErrors, error_code, is_missing
-from reconciler.storage.azure.ranges import Ranges, RangeWriter, range_fetcher
+from reconciler.storage.azure.ranges import Ranges, RangeWriter, range_fetcher, read_range
 from reconciler.storage.base import Entry, parent_of
 from reconciler.storage.keys import check_key, temp_name_for
 from reconciler.storage.locations import AzureCredential
-from reconciler.storage.plumbing import buffered_reader, remove_tree, staged, write_whole
+from reconciler.storage.plumbing import (
+    buffered_reader,
+    check_range,
+    remove_tree,
+    staged,
+    write_whole,
+)
 from reconciler.streams import ByteSink
 
 
@@ -120,6 +126,18 @@ class AzureFilesStorage:
         )
         with buffered_reader(Ranges(int(properties.size), fetch).fill) as stream:
             yield stream
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """One Get File with a range; IntegrityError when the file ends before it."""
+        check_range(offset, length)
+        return read_range(
+            self._file(self._path(key)),
+            offset,
+            length,
+            self._where(key),
+            errors=self._errors,
+            sleep=self._sleep,
+        )
 
     def write_atomic(self, key: str, data: bytes) -> None:
         write_whole(self, key, data)

@@ -9,6 +9,7 @@ The connection lives in ``session``, the translation of SDK exceptions into
 from __future__ import annotations
 
 import contextlib
+import io
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +26,9 @@ from reconciler.storage.keys import check_key, temp_name_for
 from reconciler.storage.plumbing import (
     ChunkingWriter,
     buffered_reader,
+    check_range,
     remove_tree,
+    shorter_than_asked,
     staged,
     write_whole,
 )
@@ -255,6 +258,39 @@ class SmbStorage:
         # A failure to close a read handle loses nothing.
         with buffered_reader(fill, lambda: forget_handle(raw)) as stream:
             yield stream
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """``length`` bytes from ``offset``: open, read in as many requests as
+        the server's read size and credits allow, close. Retried as a whole on
+        a lost connection. Raises ObjectNotFoundError, IntegrityError when the
+        object ends before the range does."""
+        parts = check_key(key)
+        check_range(offset, length)
+
+        def read_piece() -> tuple[bytes | None, int]:
+            """The bytes asked for (None when the object is shorter) and its size."""
+            with smbclient.open_file(
+                self._unc(parts), "rb", buffering=0, share_access="rwd", **self._kwargs()
+            ) as raw:
+                # The size came with the open's response: no request.
+                size: int = raw.seek(0, io.SEEK_END)
+                if offset + length > size:
+                    return None, size
+                raw.seek(offset)
+                buffer = bytearray(length)
+                view = memoryview(buffer)
+                got = 0
+                while got < length:
+                    count: int = raw.readinto(view[got:])
+                    if not count:  # shortened since it was opened
+                        return None, offset + got
+                    got += count
+                return bytes(buffer), size
+
+        data, size = self._call(read_piece, "read", parts)
+        if data is None:
+            raise shorter_than_asked(self._display(parts), offset, length, size)
+        return data
 
     def size(self, key: str) -> int:
         """Size in bytes. Raises ObjectNotFoundError."""
