@@ -1,10 +1,11 @@
-"""Where each regular file's content starts in a ``files`` source's tar stream.
+"""Where each large file's content starts and ends in a ``files`` source's tar stream.
 
 ``TarBoundarySink`` is a ``ByteSink`` the tar writer writes to unchanged. It
 reads the PAX and ustar headers as they pass, forwards every byte to its
-``BoundaryTarget`` (for a backup, ``ChunkFeeder``: the chunker) and, just
-before the first content byte of each regular file that is not empty, calls
-the target's ``file_starts``. It never holds a file's content: it keeps at most one
+``BoundaryTarget`` (for a backup, ``ChunkFeeder``: the chunker) and, for each
+regular file of at least ``LARGE_FILE`` bytes (its size is in its headers),
+calls the target's ``file_starts`` just before the content's first byte and
+``file_ends`` just after its last. It never holds a file's content: it keeps at most one
 512-byte header block and one PAX header's records (a few hundred bytes,
 whatever the tree), and content passes through as views of what was written.
 
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from reconciler.dedup.chunker import Chunk, Chunker
+from reconciler.dedup.chunker import LARGE_FILE, Chunk, Chunker
 from reconciler.errors import SourceError
 
 BLOCK = 512
@@ -46,45 +47,70 @@ class FileContent:
 
 
 class BoundaryTarget(Protocol):
-    """What the tar stream's bytes and its file boundaries go to."""
+    """What the tar stream's bytes and its large files' boundaries go to."""
 
     def write(self, data: memoryview, /) -> None:
         """The next bytes of the stream (a view valid only during the call)."""
 
     def file_starts(self, content: FileContent, /) -> None:
-        """A regular file's content starts with the next byte written."""
+        """A large file's content starts with the next byte written."""
+
+    def file_ends(self) -> None:
+        """The content announced by the last ``file_starts`` ended with the last byte written."""
+
+
+ChunkHandler = Callable[[Chunk, FileContent | None], object]
+"""Takes each chunk in stream order, with the large file whose content it is
+part of (None for chunks between large files). A large file's content is
+exactly its chunks: the last one ends at ``content.offset + content.size``."""
 
 
 class ChunkFeeder:
-    """A ``BoundaryTarget`` cutting the stream with ``chunker``; chunks go to ``on_chunk``."""
+    """A ``BoundaryTarget`` cutting the stream with ``chunker``; chunks go to ``on_chunk``.
 
-    def __init__(self, chunker: Chunker, on_chunk: Callable[[Chunk], object]) -> None:
+    For the format's chunks, ``chunker`` is
+    ``Chunker(seed, between_files=SMALL_RUN_PARAMS)``."""
+
+    def __init__(self, chunker: Chunker, on_chunk: ChunkHandler) -> None:
         self._chunker = chunker
         self._on_chunk = on_chunk
+        self._file: FileContent | None = None  # the large file being fed
 
     def write(self, data: memoryview, /) -> None:
-        self._emit(self._chunker.feed(data))
+        # Inside a large file every chunk the chunker completes is the file's:
+        # it was cut at the content's start and will be at its end.
+        self._emit(self._chunker.feed(data), self._file)
 
     def file_starts(self, content: FileContent, /) -> None:
-        self._emit(self._chunker.file_starts())
+        self._emit(self._chunker.file_starts(), None)
+        self._file = content
+
+    def file_ends(self) -> None:
+        self._emit(self._chunker.file_ends(), self._file)
+        self._file = None
 
     def finish(self) -> None:
         """End the stream: the chunker's last chunks go to ``on_chunk``."""
-        self._emit(self._chunker.finish())
+        self._emit(self._chunker.finish(), self._file)
+        self._file = None
 
-    def _emit(self, chunks: list[Chunk]) -> None:
+    def _emit(self, chunks: list[Chunk], file: FileContent | None) -> None:
         for chunk in chunks:
-            self._on_chunk(chunk)
+            self._on_chunk(chunk, file)
 
 
 class TarBoundarySink:
-    """A ``ByteSink`` that passes a tar stream to ``target``, telling it where files start."""
+    """A ``ByteSink`` that passes a tar stream to ``target``, telling it where
+    the content of each regular file of at least ``large_file`` bytes starts and ends."""
 
-    def __init__(self, target: BoundaryTarget) -> None:
+    def __init__(self, target: BoundaryTarget, large_file: int = LARGE_FILE) -> None:
         self._target = target
+        self._large_file = max(1, large_file)  # an empty file has no content to place
         self._offset = 0  # stream offset of the next byte written
         self._header = bytearray()  # the part of a 512-byte header block seen so far
         self._skip = 0  # bytes of data or padding to pass before the next header
+        self._padding = 0  # after a large file's content (in _skip): its padding
+        self._in_file = False  # _skip is a large file's content
         self._pax: bytearray | None = None  # a PAX header's records being gathered
         self._pax_left = 0
         self._pending: dict[bytes, bytes] = {}  # the records of the last PAX header
@@ -107,7 +133,7 @@ class TarBoundarySink:
         # a file's first content byte, then the rest, not one piece per field.
         at, end, sent = 0, len(view), 0
         while at < end and not self._ended:
-            starts = None
+            starts, ends = None, False
             if self._pax is not None:  # before its padding, in _skip
                 step = min(self._pax_left, end - at)
                 self._pax += view[at : at + step]
@@ -119,6 +145,9 @@ class TarBoundarySink:
                 step = min(self._skip, end - at)
                 self._skip -= step
                 self._offset += step
+                if not self._skip and self._in_file:
+                    ends, self._in_file = True, False
+                    self._skip, self._padding = self._padding, 0
             elif not self._header and end - at >= BLOCK:  # a whole header block in view
                 step = BLOCK
                 self._offset += step
@@ -132,16 +161,20 @@ class TarBoundarySink:
                     self._header.clear()
                     starts = self._end_header(block)
             at += step
-            if starts is not None:
-                self._target.write(view[sent:at])
+            if starts is not None or ends:
+                if at > sent:
+                    self._target.write(view[sent:at])
                 sent = at
-                self._target.file_starts(starts)
+                if starts is not None:
+                    self._target.file_starts(starts)
+                else:
+                    self._target.file_ends()
         if sent < end:
             self._target.write(view[sent:])
 
     def _end_header(self, block: bytes) -> FileContent | None:
-        """Read a header block that ends at ``self._offset``; the file whose
-        content starts there, if it is a regular file's header."""
+        """Read a header block that ends at ``self._offset``; the large file
+        whose content starts there, if it is a large regular file's header."""
         header_at = self._offset - BLOCK
         if not any(block):
             self._ended = True  # what follows is the end-of-archive padding
@@ -160,7 +193,8 @@ class TarBoundarySink:
             return None
         pending, self._pending = self._pending, {}
         self._skip = data_blocks
-        if kind in _REGULAR_TYPES and size:  # an empty file has no content to place
+        if kind in _REGULAR_TYPES and size >= self._large_file:
+            self._skip, self._padding, self._in_file = size, data_blocks - size, True
             name = pending.get(b"path", block[:100].split(b"\0", 1)[0])
             return FileContent(name, self._offset, size)
         return None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import io
+import itertools
 import random
 import tarfile
 import tempfile
@@ -18,13 +20,14 @@ from reconciler.dedup.boundaries import (
     TarBoundarySink,
 )
 from reconciler.dedup.chunk_id import chunk_id
-from reconciler.dedup.chunker import Chunk, Chunker, ChunkParams
+from reconciler.dedup.chunker import LARGE_FILE, SMALL_RUN_PARAMS, Chunk, Chunker, ChunkParams
 from reconciler.errors import SourceError
 from reconciler.sources.tree_walk import write_tree
 
-# Small sizes: every entry's headers (at least 1536 bytes) exceed the minimum,
-# so each file's content starts a chunk and examples stay fast.
+# Small sizes so that examples stay fast; the logic is the same. Files of
+# LARGE.minimum bytes or more are cut at their start and end.
 SMALL = ChunkParams(average=1024, minimum=256, maximum=4096)
+LARGE = ChunkParams(average=4096, minimum=2048, maximum=16384)
 SEED = 0x5EED_0F_1D
 ID_KEY = bytes(range(32))
 LONG_NAME = "a-name-longer-than-the-hundred-bytes-a-ustar-header-holds-" * 3
@@ -33,17 +36,27 @@ LONG_NAME = "a-name-longer-than-the-hundred-bytes-a-ustar-header-holds-" * 3
 class Recorder:
     """A BoundaryTarget keeping the bytes it is given and the files announced."""
 
-    def __init__(self) -> None:
-        self.data = bytearray()
+    def __init__(self, keep: bool = True) -> None:
+        self.keep = keep
+        self.seen = 0  # bytes written
+        self.data = bytearray()  # those bytes, if kept
         self.files: list[FileContent] = []
         self.starts_seen_at: list[int] = []
+        self.ends_seen_at: list[int] = []
 
     def write(self, data: memoryview, /) -> None:
-        self.data += data
+        self.seen += len(data)
+        if self.keep:
+            self.data += data
 
     def file_starts(self, content: FileContent, /) -> None:
+        assert len(self.starts_seen_at) == len(self.ends_seen_at), "a file started twice"
         self.files.append(content)
-        self.starts_seen_at.append(len(self.data))
+        self.starts_seen_at.append(self.seen)
+
+    def file_ends(self) -> None:
+        assert len(self.starts_seen_at) == len(self.ends_seen_at) + 1, "no file to end"
+        self.ends_seen_at.append(self.seen)
 
 
 class Collect:
@@ -80,19 +93,20 @@ def tar_of(root: Path) -> tuple[bytes, int]:
     return sink.buffer.getvalue(), sink.writes
 
 
-def expected_files(stream: bytes) -> list[FileContent]:
-    """What tarfile itself says: each non-empty regular file's data offset and size."""
+def expected_files(stream: bytes, large_file: int = 1) -> list[FileContent]:
+    """What tarfile itself says: each regular file's (of at least ``large_file``
+    bytes) data offset and size."""
     with tarfile.open(fileobj=io.BytesIO(stream), mode="r:") as archive:
         return [
             FileContent(m.name.encode("utf-8"), m.offset_data, m.size)
             for m in archive.getmembers()
-            if m.isreg() and m.size
+            if m.isreg() and m.size >= max(1, large_file)
         ]
 
 
-def parse(pieces: list[bytes]) -> Recorder:
+def parse(pieces: list[bytes], large_file: int = 1) -> Recorder:
     recorder = Recorder()
-    sink = TarBoundarySink(recorder)
+    sink = TarBoundarySink(recorder, large_file)
     for piece in pieces:
         sink.write(piece)
     sink.close()
@@ -103,14 +117,32 @@ def test_the_boundaries_are_each_regular_files_content_offset(tmp_path: Path) ->
     make_tree(tmp_path)
     stream, _ = tar_of(tmp_path)
     recorder = Recorder()
-    write_tree(tmp_path, (), TarBoundarySink(recorder))  # the writer's own pieces
+    write_tree(tmp_path, (), TarBoundarySink(recorder, 1))  # the writer's own pieces
 
     expected = expected_files(stream)
     assert recorder.files == expected
     assert {f.name for f in expected} >= {b"large.bin", f"sub/{LONG_NAME}".encode()}
-    # Announced just before the content's first byte, and every byte passed on.
+    # Announced just before the content's first byte and just after its last
+    # (before the padding), and every byte passed on.
     assert recorder.starts_seen_at == [f.offset for f in expected]
+    assert recorder.ends_seen_at == [f.offset + f.size for f in expected]
     assert bytes(recorder.data) == stream
+
+
+def test_only_files_of_at_least_the_large_file_size_are_announced(tmp_path: Path) -> None:
+    make_tree(tmp_path)
+    stream, _ = tar_of(tmp_path)
+    for threshold in (3000, 300_000, 300_001):
+        recorder = parse([stream], threshold)
+        expected = expected_files(stream, threshold)
+        assert recorder.files == expected
+        assert recorder.ends_seen_at == [f.offset + f.size for f in expected]
+    assert [f.name for f in parse([stream], 300_000).files] == [
+        b"large.bin",
+        b"sub/deeper/big-after-small",
+    ]
+    # The format's own threshold, 256 KiB: the same two.
+    assert parse([stream], LARGE_FILE).files == expected_files(stream, 300_000)
 
 
 def test_the_boundaries_do_not_depend_on_how_the_stream_is_cut(tmp_path: Path) -> None:
@@ -123,7 +155,10 @@ def test_the_boundaries_do_not_depend_on_how_the_stream_is_cut(tmp_path: Path) -
             step = rng.randint(1, largest)
             pieces.append(stream[at : at + step])
             at += step
-        assert parse(pieces).files == expected_files(stream), largest
+        recorder = parse(pieces)
+        assert recorder.files == expected_files(stream), largest
+        assert recorder.starts_seen_at == [f.offset for f in recorder.files]
+        assert recorder.ends_seen_at == [f.offset + f.size for f in recorder.files]
 
 
 def test_a_pax_size_record_overrides_the_ustar_size_field() -> None:
@@ -131,8 +166,7 @@ def test_a_pax_size_record_overrides_the_ustar_size_field() -> None:
     info = tarfile.TarInfo("huge")
     info.size = 9 << 30
     header = info.tobuf(tarfile.PAX_FORMAT)
-    recorder = Recorder()
-    recorder.write = lambda data, /: None  # type: ignore[method-assign]
+    recorder = Recorder(keep=False)
     sink = TarBoundarySink(recorder)
     sink.write(header)
     zeros = bytes(1 << 20)
@@ -141,6 +175,7 @@ def test_a_pax_size_record_overrides_the_ustar_size_field() -> None:
     sink.write(bytes(1024))  # the end of the archive
     sink.close()
     assert recorder.files == [FileContent(b"huge", len(header), 9 << 30)]
+    assert recorder.ends_seen_at == [len(header) + (9 << 30)]
 
 
 def test_a_stream_that_is_not_a_tar_archive_is_refused() -> None:
@@ -156,34 +191,75 @@ def test_a_stream_that_ends_inside_an_entry_is_refused(tmp_path: Path) -> None:
         parse([stream[:cut]])
 
 
-def chunks_of(root: Path) -> tuple[list[Chunk], list[FileContent]]:
-    chunks: list[Chunk] = []
-    recorder = Recorder()
-    feeder = ChunkFeeder(Chunker(SEED, SMALL), chunks.append)
+Attributed = list[tuple[Chunk, FileContent | None]]
 
-    class Both:
-        def write(self, data: memoryview, /) -> None:
-            feeder.write(data)
 
-        def file_starts(self, content: FileContent, /) -> None:
-            recorder.file_starts(content)
-            feeder.file_starts(content)
-
-    write_tree(root, (), TarBoundarySink(Both()))
+def chunks_of_stream(pieces: list[bytes]) -> Attributed:
+    """The chunks of a tar stream fed in ``pieces``, each with its large file."""
+    chunks: Attributed = []
+    feeder = ChunkFeeder(
+        Chunker(SEED, LARGE, between_files=SMALL), lambda c, f: chunks.append((c, f))
+    )
+    sink = TarBoundarySink(feeder, LARGE.minimum)
+    for piece in pieces:
+        sink.write(piece)
+    sink.close()
     feeder.finish()
-    return chunks, recorder.files
+    return chunks
 
 
-def content_chunks(chunks: list[Chunk], content: FileContent) -> list[tuple[int, bytes]]:
-    """(offset in the file, id) of the chunks starting in the file's content.
+def chunks_of(root: Path) -> Attributed:
+    chunks: Attributed = []
+    feeder = ChunkFeeder(
+        Chunker(SEED, LARGE, between_files=SMALL), lambda c, f: chunks.append((c, f))
+    )
+    write_tree(root, (), TarBoundarySink(feeder, LARGE.minimum))
+    feeder.finish()
+    return chunks
 
-    The last one may run on into the next entry's headers."""
-    end = content.offset + content.size
-    return [
-        (c.offset - content.offset, chunk_id(ID_KEY, c.data))
-        for c in chunks
-        if content.offset <= c.offset < end
-    ]
+
+def file_chunks(chunks: Attributed, name: bytes) -> list[bytes]:
+    """The ids of the chunks said to be the content of the large file ``name``."""
+    return [chunk_id(ID_KEY, c.data) for c, f in chunks if f is not None and f.name == name]
+
+
+def test_each_large_file_is_exactly_the_chunks_reported_with_it(tmp_path: Path) -> None:
+    make_tree(tmp_path)
+    (tmp_path / "sub" / "just-large").write_bytes(random.Random(5).randbytes(LARGE.minimum))
+    stream, _ = tar_of(tmp_path)
+    chunks = chunks_of_stream([stream])
+    assert b"".join(c.data for c, _ in chunks) == stream
+    large = expected_files(stream, LARGE.minimum)
+    assert len(large) == 4  # large.bin, the 3000-byte file, big-after-small, just-large
+    for content in large:
+        mine = [c for c, f in chunks if f == content]
+        assert mine[0].offset == content.offset
+        assert b"".join(c.data for c in mine) == stream[content.offset :][: content.size]
+    # Every other chunk lies outside every large file's content.
+    for chunk, file in chunks:
+        if file is None:
+            end = chunk.offset + len(chunk.data)
+            assert all(end <= f.offset or chunk.offset >= f.offset + f.size for f in large)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cuts=st.lists(st.integers(0, 1 << 30), max_size=40))
+def test_the_chunks_do_not_depend_on_how_the_tar_stream_is_written(cuts: list[int]) -> None:
+    stream = _STREAM()
+    bounds = sorted({0, len(stream), *(c % len(stream) for c in cuts)})
+    pieces = [stream[a:b] for a, b in itertools.pairwise(bounds)]
+    whole = chunks_of_stream([stream])
+    fed = chunks_of_stream(pieces)
+    assert [(c.offset, c.data, f) for c, f in fed] == [(c.offset, c.data, f) for c, f in whole]
+
+
+def _stream_of_make_tree() -> bytes:
+    with tempfile.TemporaryDirectory(prefix="h14cut-") as folder:
+        make_tree(Path(folder))
+        return tar_of(Path(folder))[0]
+
+
+_STREAM = functools.cache(_stream_of_make_tree)
 
 
 @settings(
@@ -195,29 +271,50 @@ def content_chunks(chunks: list[Chunk], content: FileContent) -> list[tuple[int,
 @given(
     before=st.lists(st.integers(0, 20_000), max_size=4),
     more_before=st.lists(st.integers(0, 20_000), max_size=3),
-    size=st.integers(SMALL.minimum + 1, 60_000),
+    size=st.integers(LARGE.minimum, 60_000),
+    after=st.integers(0, 9000),
     seed=st.integers(0, 2**16),
 )
-def test_a_file_gives_the_same_chunks_wherever_it_sits(
-    tmp_path: Path, before: list[int], more_before: list[int], size: int, seed: int
+def test_a_large_file_gives_the_same_chunks_wherever_it_sits(
+    tmp_path: Path, before: list[int], more_before: list[int], size: int, after: int, seed: int
 ) -> None:
     content = random.Random(seed).randbytes(size)
     found = []
-    # The second tree has more entries before the file: it sits further on.
+    # The second tree has more entries before the file, and another after it.
     for name, sizes in (("one", before), ("two", [*before, *more_before, 1234])):
         root = Path(tempfile.mkdtemp(prefix=name, dir=tmp_path))
         (root / "d").mkdir()
         for i, other in enumerate(sizes):
             (root / "d" / f"a{i}").write_bytes(random.Random(other + i).randbytes(other))
         (root / "d" / "the-file").write_bytes(content)
-        (root / "d" / "z-after").write_bytes(name.encode())
-        chunks, files = chunks_of(root)
-        target = next(f for f in files if f.name == b"d/the-file")
-        found.append((target.offset, content_chunks(chunks, target)))
+        (root / "d" / "z-after").write_bytes(name.encode() * (after + 1))
+        found.append(file_chunks(chunks_of(root), b"d/the-file"))
 
-    (offset_one, one), (offset_two, two) = found
-    assert offset_one < offset_two
-    assert one[0][0] == two[0][0] == 0  # the content starts a chunk in both
-    # Every chunk that ends inside the content is the same; only the last, which
-    # runs on into the next entry's headers, may differ.
-    assert one[:-1] == two[:-1]
+    one, two = found
+    assert one and one == two
+
+
+def test_rewriting_a_small_file_among_many_stores_little(tmp_path: Path) -> None:
+    # The format's sizes: 2,000 files of 1 to 20 KB (20 MB) between two large
+    # files; one of them rewritten changes a few small chunks, not megabytes.
+    rng = random.Random(11)
+    (tmp_path / "a-large").write_bytes(rng.randbytes(LARGE_FILE))
+    for i in range(2000):
+        (tmp_path / f"small-{i:04d}").write_bytes(rng.randbytes(rng.randint(1000, 20_000)))
+    (tmp_path / "z-large").write_bytes(rng.randbytes(LARGE_FILE + 1))
+
+    def stored() -> dict[bytes, int]:
+        chunks: dict[bytes, int] = {}
+        feeder = ChunkFeeder(
+            Chunker(SEED, between_files=SMALL_RUN_PARAMS),
+            lambda c, f: chunks.setdefault(chunk_id(ID_KEY, c.data), len(c.data)),
+        )
+        write_tree(tmp_path, (), TarBoundarySink(feeder))
+        feeder.finish()
+        return chunks
+
+    before = stored()
+    (tmp_path / "small-1000").write_bytes(rng.randbytes(15_000))
+    after = stored()
+    new = sum(size for ident, size in after.items() if ident not in before)
+    assert 15_000 < new <= 400_000  # 147 KB; 1 MiB chunks would store 1.3 MB

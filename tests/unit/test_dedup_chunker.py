@@ -23,6 +23,7 @@ from reconciler.dedup.chunker import (
 
 # Small sizes so that hypothesis' examples hold many chunks; the logic is the same.
 SMALL = ChunkParams(average=1024, minimum=256, maximum=4096)
+LARGE = ChunkParams(average=4096, minimum=1024, maximum=16384)
 SEED = 0x5EED_0F_1D
 ID_KEY = bytes(range(32))
 
@@ -32,13 +33,16 @@ def noise(size: int, seed: int) -> bytes:
 
 
 def run(pieces: list[tuple[bytes, bool]], seed: int = SEED) -> list[Chunk]:
-    """Chunk ``pieces`` in order; a True flag says a file's content starts before it."""
+    """Chunk ``pieces`` in order, one set of sizes; a True flag says a file's
+    content starts before it and ends after it."""
     chunker = Chunker(seed, SMALL)
     out: list[Chunk] = []
-    for data, starts_file in pieces:
-        if starts_file:
+    for data, is_file in pieces:
+        if is_file:
             out += chunker.file_starts()
         out += chunker.feed(data)
+        if is_file:
+            out += chunker.file_ends()
     return out + chunker.finish()
 
 
@@ -98,30 +102,97 @@ def test_the_same_stream_and_key_give_the_same_chunks_and_another_key_others() -
     assert ids(run([(data, False)], seed=SEED + 1)) != ids(run([(data, False)]))
 
 
+# A stream of segments: between large files (False) or a large file's content (True).
+segments_strategy = st.lists(
+    st.tuples(st.integers(0, 30_000), st.integers(0, 2**16), st.booleans()),
+    min_size=1,
+    max_size=8,
+)
+
+
+def run_segments(
+    segments: list[tuple[bytes, bool]], feed_sizes: list[int]
+) -> tuple[list[Chunk], list[int]]:
+    """Chunk ``segments`` with file_starts/file_ends around each file's content,
+    fed in pieces of the sizes in ``feed_sizes`` (cycled); the chunks, and where
+    each segment starts in the list of chunks."""
+    chunker = Chunker(SEED, LARGE, between_files=SMALL)
+    out: list[Chunk] = []
+    starts: list[int] = []
+    sizes = itertools.cycle(feed_sizes)
+    for data, is_file in segments:
+        if is_file:
+            out += chunker.file_starts()
+        starts.append(len(out))
+        at = 0
+        while at < len(data):
+            step = next(sizes)
+            out += chunker.feed(data[at : at + step])
+            at += step
+        if is_file:
+            out += chunker.file_ends()
+    return out + chunker.finish(), starts
+
+
+def cuts_alone(data: bytes, params: ChunkParams) -> list[int]:
+    """The chunk lengths of ``data`` as a stream of its own."""
+    cdc = FastCDC(params.average, min_size=params.minimum, max_size=params.maximum, seed=SEED)
+    return [c.length for c in cdc.cut_buf(data)] if data else []
+
+
+@settings(max_examples=100, deadline=None)
+@given(segments=segments_strategy, feed_sizes=st.lists(st.integers(1, 9000), min_size=1))
+def test_large_files_and_what_lies_between_are_cut_as_streams_of_their_own(
+    segments: list[tuple[int, int, bool]], feed_sizes: list[int]
+) -> None:
+    data = [(noise(size, seed), is_file) for size, seed, is_file in segments]
+    chunks, _ = run_segments(data, feed_sizes)
+    # Consecutive "between" segments are one run: nothing separates them.
+    runs: list[tuple[bytes, bool]] = []
+    for piece, is_file in data:
+        if runs and not is_file and not runs[-1][1]:
+            runs[-1] = (runs[-1][0] + piece, False)
+        else:
+            runs.append((piece, is_file))
+    expected = [
+        n for piece, is_file in runs for n in cuts_alone(piece, LARGE if is_file else SMALL)
+    ]
+    assert [len(c.data) for c in chunks] == expected
+    assert b"".join(c.data for c in chunks) == b"".join(piece for piece, _ in data)
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     file_seed=st.integers(0, 2**32),
     file_size=st.integers(1, 40_000),
-    first=st.binary(min_size=SMALL.minimum, max_size=9000),
-    second=st.binary(min_size=SMALL.minimum, max_size=9000),
+    first=st.binary(max_size=9000),
+    second=st.binary(max_size=9000),
     suffix=st.binary(max_size=9000),
 )
-def test_an_unchanged_file_gives_the_same_chunks_wherever_it_sits_after_a_file_boundary(
+def test_a_large_file_is_the_same_run_of_whole_chunks_wherever_it_sits(
     file_seed: int, file_size: int, first: bytes, second: bytes, suffix: bytes
 ) -> None:
     content = noise(file_size, file_seed)
-    a = run([(first, False), (content, True), (suffix, True)])
-    b = run([(second, False), (content, True), (suffix, True)])
-    start_a, start_b = len(first), len(second)
-    assert any(c.offset == start_a for c in a) and any(c.offset == start_b for c in b)
-    assert ids([c for c in a if c.offset >= start_a]) == ids([c for c in b if c.offset >= start_b])
+    found = []
+    for before in (first, second):
+        chunks, starts = run_segments([(before, False), (content, True), (suffix, False)], [4096])
+        ends = next(
+            (i for i, c in enumerate(chunks) if c.offset >= len(before) + file_size), len(chunks)
+        )
+        found.append(chunks[starts[1] : ends])
+    one, two = found
+    assert b"".join(c.data for c in one) == content
+    assert ids(one) == ids(two)
 
 
-def test_a_boundary_with_less_than_the_minimum_pending_makes_no_small_chunk() -> None:
-    header = b"h" * (SMALL.minimum - 1)
-    chunks = run([(header, False), (noise(20_000, 2), True)])
-    assert len(chunks[0].data) >= SMALL.minimum
-    assert all(len(c.data) >= SMALL.minimum for c in chunks[:-1])
+def test_a_file_boundary_cuts_whatever_is_pending_however_short() -> None:
+    header = b"h" * 10
+    chunker = Chunker(SEED, LARGE, between_files=SMALL)
+    assert chunker.feed(header) == []
+    assert chunker.file_starts() == [Chunk(0, header)]
+    chunker.feed(b"x" * 5)
+    assert chunker.file_ends() == [Chunk(10, b"x" * 5)]
+    assert chunker.file_ends() == []  # nothing pending: no empty chunk
 
 
 def changed_chunks_after_an_insertion(seed: int) -> int:
