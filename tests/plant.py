@@ -12,7 +12,6 @@ from reconciler.repository.catalog import write_catalog
 from reconciler.repository.layout import FORMAT_KEY, manifest_key
 from reconciler.repository.records import (
     FORMAT_NAME,
-    FORMAT_VERSION,
     BackupRecord,
     dumps,
     record_to_json,
@@ -35,7 +34,7 @@ def plant_format(repository: Repository, created_at: datetime) -> None:
     """The format marker alone: a repository with no settings (as no init leaves it)."""
     marker = {
         "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
+        "version": 1,  # planted backups are whole objects (format 1)
         "name": repository.name,
         "createdAt": format_time(created_at),
     }

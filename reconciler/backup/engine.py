@@ -5,6 +5,7 @@ makes a backup exist, and what an interruption leaves."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -12,11 +13,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from reconciler.backup.chunked import RunKeys, store_chunked
 from reconciler.backup.pipeline import BytesCallback, store_object
 from reconciler.crypto.envelope import new_data_key, wrap_data_key
-from reconciler.errors import SourceError
+from reconciler.errors import IntegrityError, SourceError
 from reconciler.failpoints import failpoint
-from reconciler.repository.layout import new_backup_id, object_name
+from reconciler.repository.chunkstore import ChunkWriter
+from reconciler.repository.keyfiles import KEY_ID_BYTES, DataKeyRecord, backup_index_key
+from reconciler.repository.layout import chunk_list_name, new_backup_id, object_name
 from reconciler.repository.records import (
     BackupRecord,
     BackupStatus,
@@ -27,7 +31,7 @@ from reconciler.repository.records import (
 from reconciler.repository.store import PendingBackup, Repository
 from reconciler.sources.kind import kind_of
 from reconciler.spec.model import BackupConfiguration, Source
-from reconciler.spec.secrets import environment_without_secrets
+from reconciler.spec.secrets import configured_index_key, environment_without_secrets
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,8 @@ def run_backup(
     what was written is removed when possible."""
     certificate = config.encryption.certificate
     data_key = new_data_key()
+    # Format 2: the index key is checked before anything is written.
+    chunking = _run_keys(repository, config, data_key) if repository.format_version >= 2 else None
     started = time.monotonic()
     record = BackupRecord(
         id=new_backup_id(created_at),
@@ -71,22 +77,35 @@ def run_backup(
         trigger=trigger,
         key_thumbprint=certificate.thumbprint,
         sources=(),
-        wrapped_key=wrap_data_key(data_key, certificate),
+        # Format 2 keeps the run's data key in its own record (packs outlive the run).
+        wrapped_key=None if chunking is not None else wrap_data_key(data_key, certificate),
     )
     env = environment_without_secrets(config)
+    if chunking is not None:
+        repository.write_data_key(
+            DataKeyRecord(chunking.key_id.hex(), (wrap_data_key(data_key, certificate),))
+        )
     pending = repository.begin_backup(record)
     failpoint("backup-started")
     try:
         results = []
+        writer = None if chunking is None else repository.chunk_writer(chunking.derived, record.id)
         with tempfile.TemporaryDirectory(prefix="backupctl-") as work:
             for source in config.sources:
                 if on_source:
                     expected = _last_size(pending.others, source.name)
                     on_source(SourceEvent(source.name, None, expected))
-                result = _back_up_source(pending, source, data_key, Path(work), env, on_bytes)
+                if writer is not None and chunking is not None:
+                    result = _chunk_source(
+                        pending, source, writer, chunking, Path(work), env, on_bytes
+                    )
+                else:
+                    result = _back_up_source(pending, source, data_key, Path(work), env, on_bytes)
                 results.append(result)
                 if on_source:
                     on_source(SourceEvent(source.name, result))
+        if writer is not None:
+            writer.finish()  # the run's chunks are indexed before its manifest names them
         elapsed = timedelta(seconds=round(time.monotonic() - started, 3))
         record = replace(
             record,
@@ -127,6 +146,49 @@ def _back_up_source(
         items=stats.items,
         error=None,
         object=stored,
+    )
+
+
+def _run_keys(repository: Repository, config: BackupConfiguration, data_key: bytes) -> RunKeys:
+    record = repository.read_index_key()
+    if record is None:
+        raise IntegrityError(f"{repository.description} is format 2 but keeps no index key")
+    index_key = backup_index_key(record, configured_index_key(config), repository.description)
+    return RunKeys(index_key.derive(), os.urandom(KEY_ID_BYTES), data_key)
+
+
+def _chunk_source(
+    pending: PendingBackup,
+    source: Source,
+    writer: ChunkWriter,
+    keys: RunKeys,
+    work: Path,
+    env: dict[str, str],
+    on_bytes: BytesCallback | None = None,
+) -> SourceResult:
+    kind = kind_of(source)
+    try:
+        chunked, stats = store_chunked(
+            pending.object(chunk_list_name(source.name, source.kind)),
+            writer,
+            keys,
+            lambda out: kind.produce(source, out, work, env),
+            kind.stream_is_tar,
+            on_bytes,
+        )
+    except SourceError as exc:
+        return SourceResult(source.name, source.kind, SourceStatus.FAILED, 0, 0, 0, str(exc), None)
+    return SourceResult(
+        name=source.name,
+        kind=source.kind,
+        status=SourceStatus.SUCCEEDED,
+        size_bytes=chunked.referenced_bytes,
+        content_bytes=stats.content_bytes,
+        items=stats.items,
+        error=None,
+        object=chunked.chunk_list,
+        chunks=chunked.chunks,
+        added_bytes=chunked.added_bytes,
     )
 
 

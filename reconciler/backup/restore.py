@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from reconciler.backup.pipeline import BytesCallback, open_object
-from reconciler.crypto.envelope import unwrap_data_key
-from reconciler.crypto.keyring import KeyRing
-from reconciler.errors import IntegrityError, RestoreError, WrongKeyError
+from reconciler.backup.opening import BackupKeys
+from reconciler.backup.pipeline import BytesCallback
+from reconciler.errors import RestoreError
 from reconciler.failpoints import failpoint
 from reconciler.repository.records import BackupRecord, SourceResult, SourceStatus
 from reconciler.repository.store import Repository
@@ -83,39 +82,11 @@ def select_sources(record: BackupRecord, names: tuple[str, ...]) -> list[SourceR
     return chosen
 
 
-def data_key_for(record: BackupRecord, ring: KeyRing, key_thumbprints: dict[str, str]) -> bytes:
-    """Return ``record``'s data key, unwrapped with the key of ``ring`` it was wrapped to.
-
-    The key is picked by public-key SHA-256. ``key_thumbprints`` maps public-key
-    SHA-256 to certificate thumbprint (from the repository's key history) so the
-    keys offered can be named. Raises WrongKeyError naming the certificate the
-    backup needs when no key of the ring fits, IntegrityError when the manifest
-    holds no wrapped key or the wrapped key is damaged."""
-    wrapped = record.wrapped_key
-    if wrapped is None:
-        raise IntegrityError(f"the manifest of backup {record.id} holds no wrapped data key")
-    key = ring.find(wrapped.public_key_sha256)
-    if key is not None:
-        return unwrap_data_key(wrapped, key)
-    offered = ", ".join(
-        f"{k.path} belongs to certificate"
-        f" {key_thumbprints.get(k.public_key_sha256, 'unknown to this repository')}"
-        for k in ring.keys
-    )
-    # Files of a key folder that could not be loaded may be the one needed.
-    skipped = "".join(f"; {reason}" for reason in ring.unusable)
-    raise WrongKeyError(
-        f"backup {record.id} was encrypted to certificate {wrapped.thumbprint}, and no key"
-        f" given belongs to it ({offered}); pass the private key of {wrapped.thumbprint}"
-        f" with --key or --key-dir{skipped}"
-    )
-
-
 def restore_backup(
     repository: Repository,
     config: BackupConfiguration,
     record: BackupRecord,
-    data_key: bytes,
+    keys: BackupKeys,
     request: RestoreRequest,
     on_source: Callable[[str], None] | None = None,
     on_bytes: BytesCallback | None = None,
@@ -137,7 +108,7 @@ def restore_backup(
         for plan in plans:
             if on_source:
                 on_source(plan.result.name)
-            staged.append((plan, plan.stage(repository, record, data_key, on_bytes)))
+            staged.append((plan, plan.stage(repository, record, keys, on_bytes)))
         failpoint("restore-staged")
         for plan, staged_path in staged:
             done.append(plan.commit(staged_path))
@@ -172,13 +143,11 @@ class _TargetPlan:
         self,
         repository: Repository,
         record: BackupRecord,
-        data_key: bytes,
+        keys: BackupKeys,
         on_bytes: BytesCallback | None = None,
     ) -> Path:
         """Restore into a staging folder beside the target; return what was
         restored there (a folder or a file inside the staging folder)."""
-        assert self.result.object is not None
-        stored = repository.backup_object(record.id, self.result.object.name)
         parent = self.target.parent if self.target is not None else Path(tempfile.gettempdir())
         try:
             parent.mkdir(parents=True, exist_ok=True)
@@ -188,7 +157,7 @@ class _TargetPlan:
         place_apart(staging)
         staged = staging / f"{STAGED_PREFIX}{secrets.token_hex(4)}"
         try:
-            with open_object(stored, self.result.object, data_key, on_bytes) as plain:
+            with keys.open(repository, record.id, self.result, on_bytes) as plain:
                 self._write_staged(plain, staged)
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)

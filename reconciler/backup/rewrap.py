@@ -19,6 +19,7 @@ from reconciler.crypto.envelope import unwrap_data_key, wrap_data_key
 from reconciler.crypto.keyring import KeyRing
 from reconciler.errors import IntegrityError, ObjectNotFoundError, WrongKeyError
 from reconciler.failpoints import failpoint
+from reconciler.repository.keyfiles import rewrapped_keys
 from reconciler.repository.records import BackupRecord
 from reconciler.repository.store import Repository
 
@@ -50,6 +51,12 @@ def rewrap_backups(
     fails; manifests written until then stay valid and a later run resumes."""
     report = RewrapReport()
     moved: list[BackupRecord] = []
+    if repository.format_version >= 2:
+        # Chunks of a kept backup may be under any run's data key, and its
+        # chunk lists under the index key: every one of them moves first.
+        report.failures.extend(rewrap_repository_keys(repository, ring, certificate))
+        if report.failures:
+            return report
     try:
         for backup_id in backup_ids:
             try:
@@ -80,6 +87,14 @@ def rewrap_backup(
     ``ring`` is the one the data key is wrapped to."""
     record = repository.read_manifest(backup_id)
     wrapped = record.wrapped_key
+    if wrapped is None and any(s.chunked for s in record.sources):
+        # Its keys live in keys/ (rewrap_repository_keys moved them); only the
+        # certificate the manifest names changes.
+        if record.key_thumbprint == certificate.thumbprint:
+            return record, False
+        moved = replace(record, key_thumbprint=certificate.thumbprint)
+        repository.store_rewrapped(moved)
+        return moved, True
     if wrapped is None:
         raise IntegrityError(f"the manifest of backup {backup_id} holds no wrapped data key")
     if wrapped.public_key_sha256 == certificate.public_key_sha256:
@@ -99,3 +114,36 @@ def rewrap_backup(
     repository.store_rewrapped(rewrapped)
     failpoint("rewrap-manifest")  # committed, the catalog not yet updated
     return rewrapped, True
+
+
+def rewrap_repository_keys(
+    repository: Repository, ring: KeyRing, certificate: Certificate
+) -> list[str]:
+    """Wrap the index key and every data key record of a format 2 repository to
+    ``certificate``; return one sentence per key that could not be."""
+    failures: list[str] = []
+    index_record = repository.read_index_key()
+    if index_record is not None:
+        try:
+            wrapped = rewrapped_keys(
+                index_record.wrapped,
+                ring,
+                certificate,
+                f"the index key of {repository.description}",
+            )
+        except (WrongKeyError, IntegrityError) as exc:
+            failures.append(str(exc))
+        else:
+            if wrapped is not None:
+                repository.write_index_key(replace(index_record, wrapped=wrapped))
+    for key_id in repository.data_key_ids():
+        try:
+            record = repository.read_data_key(key_id)
+            wrapped = rewrapped_keys(record.wrapped, ring, certificate, f"data key {key_id}")
+        except (WrongKeyError, IntegrityError) as exc:
+            failures.append(str(exc))
+            continue
+        if wrapped is not None:
+            repository.write_data_key(replace(record, wrapped=wrapped))
+            failpoint("rewrap-data-key")
+    return failures

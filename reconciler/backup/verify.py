@@ -20,16 +20,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.backup.pipeline import check_stored_object, open_object
-from reconciler.backup.restore import data_key_for
+from reconciler.backup.chunked import check_chunked
+from reconciler.backup.opening import BackupKeys, keys_for
+from reconciler.backup.pipeline import check_stored_object
 from reconciler.crypto.keyring import KeyRing
+from reconciler.dedup.keys import DerivedKeys, IndexKey
 from reconciler.errors import (
+    ConfigError,
     CryptoError,
     IntegrityError,
     ObjectNotFoundError,
     RestoreError,
     StorageError,
+    WrongKeyError,
 )
+from reconciler.repository.keyfiles import backup_index_key
 from reconciler.repository.records import BackupRecord, SourceResult
 from reconciler.repository.store import Repository
 from reconciler.repository.verdicts import Verdict
@@ -81,13 +86,16 @@ def verify_backup(
     ring: KeyRing | None,
     key_thumbprints: dict[str, str],
     work_dir: Path,
+    index_key: IndexKey | None = None,
 ) -> Verification:
     """Check one committed backup; return what was found (never raises for damage).
 
     Without ``ring`` only sizes and SHA-256 are checked; with it, the data key
     is unwrapped with the ring's matching key and every source is decrypted and
     parsed. ``work_dir`` (private, temporary) holds databases while they are
-    checked. A missing or unreadable manifest is damage. Raises nothing but
+    checked. ``index_key`` is the configured index key: without the private key
+    a format 2 backup is checked with it (or with the key the repository
+    keeps). A missing or unreadable manifest is damage. Raises nothing but
     programming errors: storage failures become ``not_checked``."""
     full = ring is not None
     try:
@@ -98,22 +106,36 @@ def verify_backup(
         return Verification(backup_id, full, (str(exc),))
     except StorageError as exc:
         return Verification(backup_id, full, not_checked=str(exc))
-    data_key: bytes | None = None
-    if ring is not None:
-        try:
-            data_key = data_key_for(record, ring, key_thumbprints)
-        except IntegrityError as exc:
-            return Verification(backup_id, full, (str(exc),))
-        except CryptoError:
-            return Verification(backup_id, full, not_checked=_no_key(record, ring))
-    return _verify_objects(repository, record, data_key, work_dir)
+    keys: BackupKeys | None = None
+    derived: DerivedKeys | None = None
+    try:
+        if ring is not None:
+            keys = keys_for(repository, record, ring, key_thumbprints)
+        elif any(s.chunked for s in record.sources):
+            derived = _index_keys(repository, index_key)
+    except IntegrityError as exc:
+        return Verification(backup_id, full, (str(exc),))
+    except WrongKeyError:
+        return Verification(backup_id, full, not_checked=_no_key(record, ring))
+    except (CryptoError, ConfigError) as exc:
+        return Verification(backup_id, full, not_checked=str(exc))
+    except StorageError as exc:
+        return Verification(backup_id, full, not_checked=str(exc))
+    return _verify_objects(repository, record, keys, derived, work_dir)
 
 
-def _no_key(record: BackupRecord, ring: KeyRing) -> str:
+def _index_keys(repository: Repository, configured: IndexKey | None) -> DerivedKeys:
+    record = repository.read_index_key()
+    if record is None:
+        raise IntegrityError(f"{repository.description} holds format 2 backups but no index key")
+    return backup_index_key(record, configured, repository.description).derive()
+
+
+def _no_key(record: BackupRecord, ring: KeyRing | None) -> str:
     """Return why ``ring`` cannot open ``record``: the certificate it needs, and
     any key-folder file that could not be loaded (it may be that key)."""
     thumbprint = record.wrapped_key.thumbprint if record.wrapped_key else record.key_thumbprint
-    skipped = "".join(f"; {reason}" for reason in ring.unusable)
+    skipped = "".join(f"; {reason}" for reason in ring.unusable) if ring else ""
     return (
         f"it was encrypted to certificate {thumbprint} and no key given belongs to it; pass"
         f" that certificate's private key with --key or --key-dir{skipped}"
@@ -121,26 +143,31 @@ def _no_key(record: BackupRecord, ring: KeyRing) -> str:
 
 
 def _verify_objects(
-    repository: Repository, record: BackupRecord, data_key: bytes | None, work_dir: Path
+    repository: Repository,
+    record: BackupRecord,
+    keys: BackupKeys | None,
+    derived: DerivedKeys | None,
+    work_dir: Path,
 ) -> Verification:
     """Check every stored object of ``record``; return the Verification."""
     problems: list[str] = []
     stored = [s for s in record.sources if s.object is not None]
     for result in stored:
         try:
-            problem = _check_source(repository, record.id, result, data_key, work_dir)
+            problem = _check_source(repository, record.id, result, keys, derived, work_dir)
         except StorageError as exc:
-            return Verification(record.id, data_key is not None, not_checked=str(exc))
-        if problem is not None:
+            return Verification(record.id, keys is not None, not_checked=str(exc))
+        if problem is not None and problem not in problems:  # sources may share a pack
             problems.append(problem)
-    return Verification(record.id, data_key is not None, tuple(problems), objects=len(stored))
+    return Verification(record.id, keys is not None, tuple(problems), objects=len(stored))
 
 
 def _check_source(
     repository: Repository,
     backup_id: str,
     result: SourceResult,
-    data_key: bytes | None,
+    keys: BackupKeys | None,
+    derived: DerivedKeys | None,
     work_dir: Path,
 ) -> str | None:
     """Return what is wrong with one source's object, or None when it is intact.
@@ -149,9 +176,12 @@ def _check_source(
     assert result.object is not None
     stored = repository.backup_object(backup_id, result.object.name)
     try:
-        if data_key is None:
+        if keys is None:
+            if result.chunked:
+                assert derived is not None
+                return check_chunked(repository, stored, result.object, derived)
             return check_stored_object(stored, result.object)
-        with open_object(stored, result.object, data_key) as plain:
+        with keys.open(repository, backup_id, result) as plain:
             stats = kind_named(result.kind).read_through(plain, work_dir)
     except ObjectNotFoundError:
         return f"{stored.label} is missing"

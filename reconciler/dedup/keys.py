@@ -28,6 +28,7 @@ INDEX_KEY_BYTES = 32
 _ID_CONTEXT = "backupctl 2026 dedup chunk-id key v1"
 _SEED_CONTEXT = "backupctl 2026 dedup chunker seed v1"
 _INDEX_ENCRYPTION_CONTEXT = "backupctl 2026 dedup index-encryption key v1"
+_CHECK_CONTEXT = "backupctl 2026 dedup index key check v1"
 
 SEED_MAX = (1 << 63) - 1
 """pyfastcdc shifts the seed left by one bit into a 64-bit integer, so it must
@@ -70,6 +71,11 @@ class IndexKey:
     def to_base64(self) -> str:
         """Return the base64 text form (what ``from_base64`` reads)."""
         return base64.b64encode(self.secret).decode("ascii")
+
+    def check(self) -> str:
+        """A public check value (hex): two keys with the same check are the same
+        key, and the check tells nothing else about the key."""
+        return _derive(_CHECK_CONTEXT, self.secret, 16).hex()
 
     def derive(self) -> DerivedKeys:
         """Return the chunk-id key, chunker seed and index-encryption key of this key."""

@@ -8,6 +8,7 @@ Layout::
     footer   trailer offset (8 bytes BE) | trailer length (4 bytes BE) | b"BKCTLEND"
 
     entry    chunk id (32 bytes) | record offset (4 bytes BE) | record length (4 bytes BE)
+             | BLAKE3 of the record's stored bytes (16 bytes)
 
 A record is sealed on its own, independent of the pack it sits in: it is
 encrypted under the data key of the backup run that wrote it (named by the key
@@ -22,7 +23,9 @@ allows.
 The trailer is encrypted under a key derived from the index-encryption key and
 its own random salt, with the header, the trailer offset and the entry count as
 associated data: a host holding the index key can list what a pack holds (and
-rebuild the index from packs) but cannot decrypt a record. The footer is plain,
+rebuild the index from packs) but cannot decrypt a record; the records'
+digests let it check, without any key that decrypts, that the stored bytes
+are the ones written (``verify_records``). The footer is plain,
 but every value in it is checked.
 """
 
@@ -43,7 +46,7 @@ from reconciler.dedup.chunk_id import CHUNK_ID_BYTES
 from reconciler.dedup.chunk_id import chunk_id as keyed_id
 from reconciler.dedup.chunker import MAX_SIZE
 from reconciler.errors import IntegrityError
-from reconciler.streams import ByteSink
+from reconciler.streams import ByteSink, ByteSource
 
 MAGIC = b"BKCTLPAK"
 END_MAGIC = b"BKCTLEND"
@@ -79,7 +82,8 @@ _HEADER = struct.Struct(">8sB16s")
 HEADER_BYTES = _HEADER.size
 _FOOTER = struct.Struct(">QI8s")
 FOOTER_BYTES = _FOOTER.size
-_ENTRY = struct.Struct(">32sII")
+_ENTRY = struct.Struct(">32sII16s")
+RECORD_DIGEST_BYTES = 16
 ENTRY_BYTES = _ENTRY.size
 _RECORD_AAD = b"backupctl pack record v2"
 _TRAILER_KEY_CONTEXT = "backupctl 2026 dedup pack trailer v1"
@@ -105,6 +109,8 @@ class PackEntry:
     chunk_id: bytes
     offset: int
     length: int
+    digest: bytes = b""
+    """BLAKE3 of the record's stored bytes (16 bytes), as the trailer records it."""
 
 
 def new_pack_id() -> bytes:
@@ -207,9 +213,10 @@ class PackWriter:
             raise ValueError(f"a record of {len(record)} bytes is not a sealed chunk")
         if self._size + len(record) > MAX_RECORDS_BYTES:
             raise ValueError(f"a pack holds at most {MAX_RECORDS_BYTES} bytes of records")
-        entry = PackEntry(bytes(chunk_id), self._size, len(record))
+        digest = blake3(record).digest(RECORD_DIGEST_BYTES)
+        entry = PackEntry(bytes(chunk_id), self._size, len(record), digest)
         self._write(record)
-        self._entries.append(_ENTRY.pack(entry.chunk_id, entry.offset, entry.length))
+        self._entries.append(_ENTRY.pack(entry.chunk_id, entry.offset, entry.length, digest))
         return entry
 
     def finish(self) -> int:
@@ -260,13 +267,15 @@ class PackReader:
         return record
 
 
-def read_trailer(name: str, source: RangeSource, index_encryption_key: bytes) -> list[PackEntry]:
+def read_trailer(
+    name: str, source: RangeSource, index_encryption_key: bytes, pack_id: bytes | None = None
+) -> list[PackEntry]:
     """Return the entries of a pack, in record order, reading only header, footer and trailer.
 
     Needs only the index-encryption key. Raises IntegrityError naming the pack
     if it is truncated, damaged, or its trailer was written under another key."""
     size = source.size()
-    pack_id = _read_header(name, source, size)
+    pack_id = _read_header(name, source, size, pack_id)
     footer = source.read_range(size - FOOTER_BYTES, FOOTER_BYTES)
     offset, length, end_magic = _FOOTER.unpack(footer)
     if end_magic != END_MAGIC or offset + length != size - FOOTER_BYTES or length < SALT_BYTES:
@@ -300,7 +309,7 @@ def _parse_entries(name: str, plain: bytes, records_end: int) -> list[PackEntry]
     return entries
 
 
-def _read_header(name: str, source: RangeSource, size: int) -> bytes:
+def _read_header(name: str, source: RangeSource, size: int, expected: bytes | None = None) -> bytes:
     if not HEADER_BYTES + FOOTER_BYTES <= size <= MAX_PACK_SIZE:
         raise IntegrityError(f"Pack {name} has an impossible size {size} (truncated or damaged).")
     magic, version, pack_id = _HEADER.unpack(source.read_range(0, HEADER_BYTES))
@@ -308,7 +317,8 @@ def _read_header(name: str, source: RangeSource, size: int) -> bytes:
         raise IntegrityError(f"Pack {name} is not a backupctl pack.")
     if version != FORMAT_VERSION:
         raise IntegrityError(f"Pack {name} has format version {version}, not {FORMAT_VERSION}.")
-    if pack_id.hex() != name.rsplit("/", 1)[-1].removesuffix(".pack"):
+    wanted = expected.hex() if expected else name.rsplit("/", 1)[-1].removesuffix(".pack")
+    if pack_id.hex() != wanted:
         raise IntegrityError(f"Pack {name} holds the header of pack {pack_id.hex()}.")
     return bytes(pack_id)
 
@@ -350,3 +360,28 @@ def _trailer_key(index_encryption_key: bytes, salt: bytes) -> bytes:
 
 def _trailer_aad(header: bytes, offset: int, count: int) -> bytes:
     return _TRAILER_AAD + header + struct.pack(">QI", offset, count)
+
+
+def damaged_records(reader: ByteSource, entries: list[PackEntry]) -> set[bytes]:
+    """The ids of the chunks whose stored bytes do not hash as their trailer
+    entries (from ``read_trailer``) record, streaming the whole pack from its
+    start; a record cut short by the end of the pack is damaged.
+
+    Needs no key: the trailer, read with the index key, is authenticated."""
+    damaged: set[bytes] = set()
+    if len(_read_exactly(reader, HEADER_BYTES)) != HEADER_BYTES:
+        return {entry.chunk_id for entry in entries}
+    for entry in entries:
+        record = _read_exactly(reader, entry.length)
+        if blake3(record).digest(RECORD_DIGEST_BYTES) != entry.digest:
+            damaged.add(entry.chunk_id)
+    return damaged
+
+
+def _read_exactly(reader: ByteSource, size: int) -> bytes:
+    """``size`` bytes, fewer only at the end (a stream may return short reads)."""
+    parts = []
+    while size > 0 and (part := reader.read(size)):
+        parts.append(part)
+        size -= len(part)
+    return b"".join(parts)

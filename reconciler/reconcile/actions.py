@@ -50,6 +50,76 @@ class InitRepository(PlanAction):
 
 
 @dataclass(frozen=True)
+class UpgradeRepository(PlanAction):
+    """Switch a format 1 repository to format 2 (deduplicating)."""
+
+    name: ClassVar[str] = "repository.upgrade"
+    symbol: ClassVar[str] = "~"
+    index_key_configured: bool
+    whole_backups: int
+    """Format 1 backups, which stay as they are until retention removes them."""
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "indexKeyConfigured": self.index_key_configured,
+            "formatOneBackups": self.whole_backups,
+        }
+
+    def detail_lines(self) -> tuple[str, ...]:
+        lines = [
+            "new backups store each piece of data once (repository format 2);"
+            f" the {self.whole_backups} existing backups stay as they are until retention"
+            " removes them"
+        ]
+        if not self.index_key_configured:
+            lines.append(INDEX_KEY_KEPT_NOTE)
+        return tuple(lines)
+
+
+INDEX_KEY_KEPT_NOTE = (
+    "no spec.encryption.indexKey: a generated index key is kept in the storage, so whoever"
+    " can read the storage can test whether a file they already have is in a backup"
+    " (they still cannot read anything)"
+)
+
+
+@dataclass(frozen=True)
+class ReclaimChunks(PlanAction):
+    """Delete the chunks no kept backup references (format 2), after a prune or
+    an interrupted run."""
+
+    name: ClassVar[str] = "chunks.reclaim"
+    symbol: ClassVar[str] = "-"
+    estimate: ReclaimEstimate | None = None
+    """Filled in by the session (it reads chunk lists); None when it could not be."""
+
+    def details(self) -> dict[str, Any]:
+        if self.estimate is None:
+            return {}
+        return {
+            "freesBytes": self.estimate.freed_bytes,
+            "packsDeleted": self.estimate.deleted_packs,
+            "packsRewritten": self.estimate.rewritten_packs,
+        }
+
+    def detail_lines(self) -> tuple[str, ...]:
+        if self.estimate is None:
+            return ("frees what only the deleted backups referenced",)
+        e = self.estimate
+        return (
+            f"frees {e.freed_bytes} bytes: deletes {e.deleted_packs} packs and rewrites"
+            f" {e.rewritten_packs} mostly unused ones",
+        )
+
+
+@dataclass(frozen=True)
+class ReclaimEstimate:
+    freed_bytes: int
+    deleted_packs: int
+    rewritten_packs: int
+
+
+@dataclass(frozen=True)
 class MigrateBackups(PlanAction):
     name: ClassVar[str] = "backups.migrate"
     symbol: ClassVar[str] = "+"
@@ -273,6 +343,8 @@ class VerifyBackups(PlanAction):
 
 Action: TypeAlias = (
     InitRepository
+    | UpgradeRepository
+    | ReclaimChunks
     | UpdateSettings
     | RotateCredentials
     | RotateKey

@@ -16,25 +16,34 @@ from typing import TYPE_CHECKING, assert_never
 
 from reconciler.crypto.keyring import KeyRing
 from reconciler.crypto.keys import PrivateKey
-from reconciler.errors import BackupctlError
+from reconciler.dedup.keys import DerivedKeys, IndexKey
+from reconciler.errors import BackupctlError, IntegrityError
 from reconciler.reconcile.actions import (
     Action,
     CleanupStaging,
     InitRepository,
     MigrateBackups,
     PruneBackups,
+    ReclaimChunks,
     RepairCatalog,
     RewrapKeys,
     RotateCredentials,
     RotateKey,
     RunBackup,
     UpdateSettings,
+    UpgradeRepository,
     VerifyBackups,
 )
 from reconciler.reconcile.plan import ConfigurationPlan
 from reconciler.reconcile.policy.retention import select_prunable
 from reconciler.reconcile.policy.settings import configured_settings
 from reconciler.repository.credentials import fingerprint
+from reconciler.repository.keyfiles import (
+    IndexKeyRecord,
+    backup_index_key,
+    index_key_record,
+    new_index_key_record,
+)
 from reconciler.repository.records import (
     AppliedSettings,
     BackupRecord,
@@ -44,6 +53,7 @@ from reconciler.repository.records import (
 )
 from reconciler.repository.store import Repository
 from reconciler.spec.model import BackupConfiguration
+from reconciler.spec.secrets import configured_index_key
 from reconciler.storage.factory import Credentials
 
 if TYPE_CHECKING:
@@ -137,6 +147,10 @@ def _dispatch(action: Action, context: ApplyContext) -> Outcome:
             return _verify(action, context)
         case PruneBackups():
             return _prune(action, context)
+        case UpgradeRepository():
+            return _upgrade(action, context)
+        case ReclaimChunks():
+            return _reclaim(action, context)
         case _:
             assert_never(action)
 
@@ -175,8 +189,60 @@ def _init(action: InitRepository, context: ApplyContext) -> Outcome:
         credentials=_credential_fingerprint(context),
         last_trigger=action.last_trigger,
     )
-    repository.initialize(settings, context.now)
+    repository.initialize(settings, context.now, _initial_index_key(context))
     return Outcome(action, OutcomeStatus.DONE, f"initialized {repository.description}")
+
+
+def _initial_index_key(context: ApplyContext) -> IndexKeyRecord:
+    """A new repository's index key: the configured one, else the previous
+    location's (so that its format 2 backups move without being re-chunked),
+    else a new one."""
+    encryption = context.config.encryption
+    previous = context.previous_location
+    configured = configured_index_key(context.config)
+    if configured is None and previous is not None and previous.exists():
+        record = previous.read_index_key()
+        if record is not None and record.stored is not None:
+            kept = IndexKey.from_base64(record.stored, where=previous.description)
+            return index_key_record(kept, encryption.certificate, stored=True)
+    return new_index_key_record(configured, encryption.certificate)[1]
+
+
+def _upgrade(action: UpgradeRepository, context: ApplyContext) -> Outcome:
+    encryption = context.config.encryption
+    _key, index_key = new_index_key_record(
+        configured_index_key(context.config), encryption.certificate
+    )
+    context.repository.upgrade(index_key, context.now)
+    return Outcome(
+        action,
+        OutcomeStatus.DONE,
+        f"{context.repository.description} now stores each piece of data once (format 2)",
+    )
+
+
+def _reclaim(action: ReclaimChunks, context: ApplyContext) -> Outcome:
+    from reconciler.backup.reclaim import reclaim_unreferenced
+
+    repository = context.repository
+    report = reclaim_unreferenced(repository, index_keys(repository, context.config))
+    return Outcome(
+        action,
+        OutcomeStatus.DONE,
+        f"freed {report.freed_bytes} bytes: deleted {report.deleted_packs} packs, rewrote"
+        f" {report.rewritten_packs}, dropped {report.dropped_chunks} chunks from the index",
+    )
+
+
+def index_keys(repository: Repository, config: BackupConfiguration) -> DerivedKeys:
+    """The keys a backup host derives from the repository's index key.
+
+    Raises ConfigError (the configured key is not the repository's, or none is
+    configured and the repository keeps none), IntegrityError."""
+    record = repository.read_index_key()
+    if record is None:
+        raise IntegrityError(f"{repository.description} is format 2 but has no index key record")
+    return backup_index_key(record, configured_index_key(config), repository.description).derive()
 
 
 def _update_settings(action: UpdateSettings, context: ApplyContext) -> Outcome:
@@ -232,13 +298,14 @@ def _migrate(action: MigrateBackups, context: ApplyContext) -> Outcome:
     if source is None:
         raise BackupctlError("spec.migration.from is not configured, so nothing can be copied")
     target = context.repository
+    shared = _shared_index_keys(source, target, context.config)
     copied_bytes = 0
     for planned in action.backups:
         # The full manifest (with its wrapped key), not the catalog summary.
         record = source.read_manifest(planned.id)
         if target.has_manifest(record.id):
             continue  # copied by an earlier, interrupted apply
-        copied_bytes += copy_backup(source, target, record)
+        copied_bytes += copy_backup(source, target, record, shared)
     count = len(action.backups)
     return Outcome(
         action,
@@ -246,6 +313,19 @@ def _migrate(action: MigrateBackups, context: ApplyContext) -> Outcome:
         f"copied {count} backup{'s' if count != 1 else ''} ({copied_bytes} bytes) from"
         f" {action.source}; every object verified against its SHA-256",
     )
+
+
+def _shared_index_keys(
+    source: Repository, target: Repository, config: BackupConfiguration
+) -> DerivedKeys | None:
+    """The index keys both repositories share (format 2 chunks move between them
+    unchanged), None when they share none."""
+    if source.format_version < 2 or target.format_version < 2:
+        return None
+    source_key, target_key = source.read_index_key(), target.read_index_key()
+    if source_key is None or target_key is None or source_key.check != target_key.check:
+        return None
+    return index_keys(target, config)
 
 
 def _repair(action: RepairCatalog, context: ApplyContext) -> Outcome:
@@ -331,7 +411,16 @@ def _verify(action: VerifyBackups, context: ApplyContext) -> Outcome:
     with tempfile.TemporaryDirectory(prefix="backupctl-verify-") as work:
         try:
             for item in action.backups:
-                results.append(verify_backup(repository, item.backup.id, None, {}, Path(work)))
+                results.append(
+                    verify_backup(
+                        repository,
+                        item.backup.id,
+                        None,
+                        {},
+                        Path(work),
+                        configured_index_key(context.config),
+                    )
+                )
         finally:
             # Verdicts reached before a storage failure are kept.
             repository.record_verdicts(verdicts_of(results), context.now)

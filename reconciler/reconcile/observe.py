@@ -10,6 +10,7 @@ interrupted run or a damaged catalog makes it read manifests.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from reconciler.reconcile.state import ObservedState
 from reconciler.repository.lock import stale_reason
@@ -36,6 +37,7 @@ def observe(
     if not repository.exists():
         return ObservedState.empty(storage.description)
     settings = repository.read_settings()
+    keys = _format_facts(repository)
     lock = repository.read_lock()
     writer_alive = (
         lock is not None and lock.nonce != own_lock and stale_reason(lock, real_now) is None
@@ -57,6 +59,7 @@ def observe(
                 drift=(),
                 lock=lock,
                 head=head,
+                **keys,
             )
     found = repository.survey(writer_alive)
     return ObservedState(
@@ -67,4 +70,18 @@ def observe(
         cleanup=found.cleanup,
         drift=found.drift,
         lock=lock,
+        **keys,
     )
+
+
+def _format_facts(repository: Repository) -> dict[str, Any]:
+    """The format and, for format 2, the index key's check (one small read)."""
+    version = repository.format_version
+    if version < 2:
+        return {"format_version": version}
+    record = repository.read_index_key()
+    return {
+        "format_version": version,
+        "index_key_check": None if record is None else record.check,
+        "index_key_stored": record is not None and record.stored is not None,
+    }

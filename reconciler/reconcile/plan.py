@@ -8,18 +8,21 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from reconciler.crypto.certificates import Certificate
+from reconciler.errors import ConfigError
 from reconciler.reconcile.actions import (
     Action,
     CleanupStaging,
     InitRepository,
     MigrateBackups,
     PruneBackups,
+    ReclaimChunks,
     RepairCatalog,
     RewrapKeys,
     RotateCredentials,
     RotateKey,
     RunBackup,
     UpdateSettings,
+    UpgradeRepository,
     VerifyBackups,
 )
 from reconciler.reconcile.policy.certificate_health import certificate_warnings
@@ -100,6 +103,17 @@ def plan_configuration(
             actions.append(rewrap)
         elif staying is not None:
             warnings.append(staying)
+        if observed.format_version == 1:
+            actions.append(
+                UpgradeRepository(
+                    "the repository stores every backup whole (format 1); format 2 stores each"
+                    " piece of data once",
+                    desired.index_key_check is not None,
+                    len(observed.backups),
+                )
+            )
+        else:
+            check_index_key(desired, observed)
     migrated: tuple[BackupRecord, ...] = ()
     if observed.migration is not None:
         choice = select_migration(observed.migration, observed.backups, config.retention, now)
@@ -164,6 +178,16 @@ def plan_configuration(
                 prunable,
             )
         )
+    if observed.format_version >= 2 and (
+        prunable or any(i.backup_id is not None and i.committed is None for i in observed.cleanup)
+    ):
+        actions.append(
+            ReclaimChunks(
+                "backups are deleted: their chunks that no kept backup references are deleted too"
+                if prunable
+                else "an interrupted backup left chunks that no backup references"
+            )
+        )
     return ConfigurationPlan(
         config.name,
         observed.location,
@@ -172,6 +196,27 @@ def plan_configuration(
         tuple(warnings),
         config.encryption.certificate,
     )
+
+
+def check_index_key(desired: Desired, observed: ObservedState) -> None:
+    """Refuse, before anything is written, an index key that is not the repository's.
+
+    Raises ConfigError."""
+    where = f"the repository in {observed.location}"
+    if desired.index_key_check is not None:
+        if (
+            observed.index_key_check is not None
+            and desired.index_key_check != observed.index_key_check
+        ):
+            raise ConfigError(
+                f"spec.encryption.indexKey of {desired.config.name} is not the index key of"
+                f" {where}: configure the key the repository was created with"
+            )
+    elif observed.index_key_check is not None and not observed.index_key_stored:
+        raise ConfigError(
+            f"{where} keeps no index key of its own: configure spec.encryption.indexKey of"
+            f" {desired.config.name} with the key the repository was created with"
+        )
 
 
 def _plan_rewrap(desired: Desired, observed: ObservedState) -> tuple[RewrapKeys | None, str | None]:

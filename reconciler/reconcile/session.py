@@ -8,7 +8,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from reconciler.crypto.keys import PrivateKey
-from reconciler.reconcile.apply import ApplyContext, Outcome, apply_plan
+from reconciler.reconcile.actions import PruneBackups, ReclaimChunks, ReclaimEstimate
+from reconciler.reconcile.apply import ApplyContext, Outcome, apply_plan, index_keys
 from reconciler.reconcile.observe import observe
 from reconciler.reconcile.plan import ConfigurationPlan, plan_configuration
 from reconciler.reconcile.policy.head import head_suffices
@@ -18,6 +19,7 @@ from reconciler.reconcile.state import Desired, MigrationSource, ObservedState
 from reconciler.repository.credentials import matches
 from reconciler.repository.lock import DEFAULT_TTL, RepositoryLock
 from reconciler.repository.store import Repository
+from reconciler.spec.secrets import configured_index_key
 from reconciler.timeutil import now_utc
 
 if TYPE_CHECKING:
@@ -30,10 +32,12 @@ def desired_state(prepared: Prepared, rewrap: RewrapInputs | None = None) -> Des
     ``rewrap`` carries the loaded previous keys, matched to backups by public key."""
     creds = prepared.credentials
     keys = rewrap.keys if rewrap else ()
+    index_key = configured_index_key(prepared.config)
     return Desired(
         prepared.config,
         credentials_principal=creds.principal if creds else "",
         previous_public_keys=frozenset(k.public_key_sha256 for k in keys),
+        index_key_check=None if index_key is None else index_key.check(),
     )
 
 
@@ -90,7 +94,26 @@ def plan_with_keys(
     observed = complete_observation(prepared, observed, rewrap, migration)
     # Certificate validity is judged by the real clock, never by --now.
     plan = plan_configuration(desired_state(prepared, rewrap), observed, now, now_utc())
-    return plan, observed, rewrap.keys
+    return with_reclaim_estimate(plan, prepared), observed, rewrap.keys
+
+
+def with_reclaim_estimate(plan: ConfigurationPlan, prepared: Prepared) -> ConfigurationPlan:
+    """``plan`` with how much its chunks.reclaim frees (read from the chunk lists
+    of the backups it keeps); unchanged when it plans none."""
+    reclaim = plan.action(ReclaimChunks)
+    if not isinstance(reclaim, ReclaimChunks):
+        return plan
+    from reconciler.backup.reclaim import estimate_reclaim
+
+    prune = plan.action(PruneBackups)
+    pruned = [p.backup.id for p in prune.backups] if isinstance(prune, PruneBackups) else []
+    repository = prepared.repository
+    report = estimate_reclaim(repository, index_keys(repository, prepared.config), pruned)
+    estimate = ReclaimEstimate(report.freed_bytes, report.deleted_packs, report.rewritten_packs)
+    actions = tuple(
+        replace(a, estimate=estimate) if isinstance(a, ReclaimChunks) else a for a in plan.actions
+    )
+    return replace(plan, actions=actions)
 
 
 def reconcile(

@@ -27,6 +27,8 @@ class Desired:
     """Who the configured storage credentials belong to (never the secret)."""
     previous_public_keys: frozenset[str] = frozenset()
     """Public-key SHA-256 of each spec.encryption.previousKeys entry, loaded for key.rewrap."""
+    index_key_check: str | None = None
+    """The public check value of spec.encryption.indexKey, None when it is not configured."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,12 @@ class ObservedState:
     from the key history and manifests; read only when key.rewrap may be planned."""
     migration: MigrationSource | None = None
     """What the previous location (spec.migration.from) holds."""
+    format_version: int = 0
+    """1 (a whole object per source), 2 (deduplicating), 0 when not initialized."""
+    index_key_check: str | None = None
+    """Format 2: the public check value of the repository's index key."""
+    index_key_stored: bool = False
+    """Format 2: the repository keeps its (generated) index key itself."""
 
     @classmethod
     def empty(cls, location: str) -> ObservedState:

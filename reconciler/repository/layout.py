@@ -8,7 +8,12 @@ Layout under ``<location>/<name>/``::
     lock.json                     the writer lock
     backups/<id>/manifest.json    a backup's commit record: exists => backup exists
     backups/<id>/<source>.<kind>.zst.enc
-                                  one encrypted object per source
+                                  format 1: one encrypted object per source
+    backups/<id>/<source>.<kind>.chunks
+                                  format 2: the source's chunk list (under the index key)
+    keys/index.json               format 2: the index key (check, wrapped, maybe stored)
+    keys/data/<key id>.json       format 2: a run's data key, wrapped to the certificate(s)
+    packs/, index/                format 2: chunks and their index (``chunkstore``)
 
 Nothing outside ``reconciler.repository`` builds a key: callers ask the
 Repository for a backup's objects by backup id and object name.
@@ -29,6 +34,9 @@ CATALOG_KEY = "catalog.json"
 LOCK_KEY = "lock.json"
 BACKUPS_DIR = "backups"
 MANIFEST_NAME = "manifest.json"
+INDEX_KEY_KEY = "keys/index.json"
+DATA_KEYS_DIR = "keys/data"
+CHUNK_LIST_SUFFIX = ".chunks"
 
 BACKUP_ID = re.compile(r"(\d{8}T\d{6}Z)-[0-9a-f]{6}")
 """A backup's id: its creation time (UTC, to the second) and six random hex
@@ -61,6 +69,15 @@ def parse_backup_id(text: str) -> datetime | None:
 def object_name(source_name: str, kind: str) -> str:
     """A source's stored object name: says what it is to anyone browsing the share."""
     return f"{source_name}.{_OBJECT_SUFFIX[kind]}"
+
+
+def chunk_list_name(source_name: str, kind: str) -> str:
+    """A format 2 source's chunk list object name."""
+    return f"{source_name}.{kind}{CHUNK_LIST_SUFFIX}"
+
+
+def data_key_key(key_id: str) -> str:
+    return f"{DATA_KEYS_DIR}/{key_id}.json"
 
 
 def is_temporary(name: str) -> bool:

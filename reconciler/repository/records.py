@@ -16,7 +16,9 @@ from reconciler.errors import IntegrityError
 from reconciler.timeutil import format_time, parse_time
 
 FORMAT_NAME = "backupctl-repository"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The format new repositories get: 2 deduplicates (chunks in packs)."""
+READABLE_FORMATS = (1, 2)
 
 
 class BackupStatus(StrEnum):
@@ -51,6 +53,16 @@ class SourceResult:
     items: int
     error: str | None
     object: StoredObject | None
+    """Format 1: the encrypted object. Format 2: the chunk list (under the index key)."""
+    chunks: int | None = None
+    """Format 2: how many chunks the source's stream is; None for a format 1 object."""
+    added_bytes: int | None = None
+    """Format 2: the stored bytes this backup added (``size_bytes`` counts every
+    chunk it references, shared or not)."""
+
+    @property
+    def chunked(self) -> bool:
+        return self.chunks is not None
 
 
 @dataclass(frozen=True)
@@ -176,6 +188,7 @@ def record_to_json(record: BackupRecord) -> dict[str, Any]:
                     "sizeBytes": s.object.size_bytes,
                     "sha256": s.object.sha256,
                 },
+                **({} if s.chunks is None else {"chunks": s.chunks, "addedBytes": s.added_bytes}),
             }
             for s in record.sources
         ],
@@ -259,6 +272,10 @@ def _source_from_json(data: Any) -> SourceResult:
         object_fields["name"] = str(stored["name"])
         object_fields["size_bytes"] = int(stored["sizeBytes"])
         object_fields["sha256"] = str(stored["sha256"])
+    chunks = data.get("chunks")
+    fields["chunks"] = None if chunks is None else int(chunks)
+    added = data.get("addedBytes")
+    fields["added_bytes"] = None if added is None else int(added)
     return result
 
 

@@ -26,7 +26,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
+from reconciler.dedup.index import IndexEntry
+from reconciler.dedup.keys import DerivedKeys
+from reconciler.dedup.pack import PackEntry
 from reconciler.errors import IntegrityError, ObjectNotFoundError, StorageError
 from reconciler.failpoints import failpoint
 from reconciler.repository.catalog import (
@@ -38,14 +42,36 @@ from reconciler.repository.catalog import (
     write_catalog,
 )
 from reconciler.repository.catalog_head import CatalogHead, ids_digest
+from reconciler.repository.chunkstore import (
+    ChunkIndex,
+    ChunkWriter,
+    ReclaimReport,
+    check_pack,
+    new_run_name,
+    pack_key,
+    pack_sizes,
+    reclaim,
+)
 from reconciler.repository.fenced import FencedStorage
+from reconciler.repository.keyfiles import (
+    DataKeyRecord,
+    IndexKeyRecord,
+    data_key_from_json,
+    data_key_to_json,
+    index_key_from_json,
+    index_key_to_json,
+)
 from reconciler.repository.layout import (
     BACKUPS_DIR,
     CATALOG_KEY,
+    CHUNK_LIST_SUFFIX,
+    DATA_KEYS_DIR,
     FORMAT_KEY,
+    INDEX_KEY_KEY,
     LOCK_KEY,
     SETTINGS_KEY,
     backup_dir,
+    data_key_key,
     is_temporary,
     manifest_key,
     object_key,
@@ -56,6 +82,7 @@ from reconciler.repository.probe import probe_write_access
 from reconciler.repository.records import (
     FORMAT_NAME,
     FORMAT_VERSION,
+    READABLE_FORMATS,
     AppliedSettings,
     BackupRecord,
     dumps,
@@ -77,6 +104,7 @@ class Repository:
     def __init__(self, storage: Storage, name: str) -> None:
         self.storage = storage
         self.name = name
+        self._marker: dict[str, Any] | None = None
 
     @property
     def description(self) -> str:
@@ -105,16 +133,32 @@ class Repository:
         if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
             raise IntegrityError(f"{self._where(FORMAT_KEY)} is not a backupctl format marker")
         version = data.get("version")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_FORMATS:
             raise IntegrityError(
                 f"{self.description} uses repository format {version}, but this backupctl"
-                f" reads format {FORMAT_VERSION}; upgrade backupctl"
+                f" reads formats {' and '.join(map(str, READABLE_FORMATS))}; upgrade backupctl"
             )
+        self._marker = data
         return True
 
-    def initialize(self, settings: AppliedSettings, now: datetime) -> None:
+    @property
+    def format_version(self) -> int:
+        """1 (a whole object per source) or 2 (deduplicated chunks in packs).
+
+        Raises IntegrityError when the repository has no valid format marker."""
+        if self._marker is None and not self.is_initialized():
+            raise IntegrityError(f"{self.description} is not initialized")
+        assert self._marker is not None
+        version: int = self._marker["version"]
+        return version
+
+    def initialize(
+        self, settings: AppliedSettings, now: datetime, index_key: IndexKeyRecord | None = None
+    ) -> None:
         """Create the repository (or finish an interrupted creation) with ``settings``.
 
+        With ``index_key`` it deduplicates (format 2), else it stores a whole
+        object per source (format 1: what tests of old repositories make).
         The storage must accept a write, a read back and a delete first. The
         format marker is written last: until it exists the repository does
         not, and an interrupted init is simply done again."""
@@ -123,13 +167,91 @@ class Repository:
         self.write_settings(settings)
         existing = self.read_catalog()
         self._write_catalog(existing.backups)
+        if index_key is not None:
+            self.write_index_key(index_key)
         marker = {
             "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
+            "version": 1 if index_key is None else FORMAT_VERSION,
             "name": self.name,
             "createdAt": format_time(now),
         }
         self.storage.write_atomic(FORMAT_KEY, dumps(marker))
+        self._marker = marker
+
+    def upgrade(self, index_key: IndexKeyRecord, now: datetime) -> None:
+        """Switch a format 1 repository to format 2: its index key first, then the
+        marker. Its format 1 backups stay as they are (readable, until pruned)."""
+        if self.format_version >= FORMAT_VERSION:
+            return
+        assert self._marker is not None
+        if self.read_index_key() is None:
+            self.write_index_key(index_key)
+        failpoint("upgrade-key-written")
+        marker = {**self._marker, "version": FORMAT_VERSION, "upgradedAt": format_time(now)}
+        self.storage.write_atomic(FORMAT_KEY, dumps(marker))
+        self._marker = marker
+
+    # ------------------------------------------------------------- format 2 keys and chunks
+
+    def read_index_key(self) -> IndexKeyRecord | None:
+        """The index key record, None when there is none (format 1). Raises IntegrityError."""
+        try:
+            raw = self.storage.read(INDEX_KEY_KEY)
+        except ObjectNotFoundError:
+            return None
+        return index_key_from_json(
+            loads(raw, self._where(INDEX_KEY_KEY)), self._where(INDEX_KEY_KEY)
+        )
+
+    def write_index_key(self, record: IndexKeyRecord) -> None:
+        self.storage.write_atomic(INDEX_KEY_KEY, dumps(index_key_to_json(record)))
+
+    def write_data_key(self, record: DataKeyRecord) -> None:
+        self.storage.write_atomic(data_key_key(record.key_id), dumps(data_key_to_json(record)))
+
+    def read_data_key(self, key_id: str) -> DataKeyRecord:
+        """Raises ObjectNotFoundError or IntegrityError (naming the object)."""
+        key = data_key_key(key_id)
+        record = data_key_from_json(
+            loads(self.storage.read(key), self._where(key)), self._where(key)
+        )
+        if record.key_id != key_id:
+            raise IntegrityError(f"{self._where(key)} is damaged: it names key {record.key_id}")
+        return record
+
+    def data_key_ids(self) -> list[str]:
+        return [
+            e.name.removesuffix(".json")
+            for e in self.storage.list_dir(DATA_KEYS_DIR)
+            if e.name.endswith(".json") and not is_temporary(e.name)
+        ]
+
+    def chunk_index(self, keys: DerivedKeys) -> ChunkIndex:
+        """The chunk index as it is now (read on demand)."""
+        return ChunkIndex(self.storage, self._where, keys)
+
+    def chunk_writer(self, keys: DerivedKeys, backup_id: str) -> ChunkWriter:
+        """Where a run's new chunks go; ``finish`` it before committing the backup."""
+        return ChunkWriter(self.storage, self.chunk_index(keys), keys, new_run_name(backup_id))
+
+    def read_record(self, entry: IndexEntry) -> bytes:
+        """One chunk's stored record. Raises ObjectNotFoundError when its pack is gone."""
+        return self.storage.read_range(pack_key(entry.pack_id), entry.offset, entry.length)
+
+    def check_pack(self, pack_id: bytes, keys: DerivedKeys) -> tuple[list[PackEntry], set[bytes]]:
+        """A pack's entries and the chunks whose stored bytes do not match them
+        (``chunkstore.check_pack``). Raises ObjectNotFoundError, IntegrityError."""
+        return check_pack(self.storage, self._where, keys, pack_id)
+
+    def pack_label(self, pack_id: bytes) -> str:
+        return self._where(pack_key(pack_id))
+
+    def pack_sizes(self) -> dict[bytes, int]:
+        return pack_sizes(self.storage)
+
+    def reclaim(self, keys: DerivedKeys, referenced: set[bytes]) -> ReclaimReport:
+        """Drop the chunks no backup in ``referenced`` needs (see ``chunkstore.reclaim``)."""
+        return reclaim(self.storage, self._where, keys, referenced)
 
     def probe_write_access(self) -> None:
         """Write, read back and delete a small object (credentials are proven before use)."""
@@ -171,7 +293,9 @@ class Repository:
     def fenced(self, guard: Callable[[], None]) -> Repository:
         """This repository, written through a storage that calls ``guard`` before
         every write (``guard`` raises once the writer lost its lock)."""
-        return Repository(FencedStorage(self.storage, guard), self.name)
+        fenced = Repository(FencedStorage(self.storage, guard), self.name)
+        fenced._marker = self._marker
+        return fenced
 
     # ------------------------------------------------------------- catalog
 
@@ -252,6 +376,14 @@ class Repository:
 
     def _write_manifest(self, record: BackupRecord) -> None:
         self.storage.write_atomic(manifest_key(record.id), dumps(record_to_json(record)))
+
+    def chunk_lists(self, backup_id: str) -> list[BackupObject]:
+        """The format 2 chunk lists in a backup's folder, whatever its manifest says."""
+        return [
+            self.backup_object(backup_id, e.name)
+            for e in self.storage.list_dir(backup_dir(backup_id))
+            if not e.is_dir and e.name.endswith(CHUNK_LIST_SUFFIX) and not is_temporary(e.name)
+        ]
 
     def backup_object(self, backup_id: str, name: str) -> BackupObject:
         """The object ``name`` of backup ``backup_id`` (which may not exist yet)."""

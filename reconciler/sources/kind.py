@@ -116,12 +116,19 @@ class SourceKind(Protocol):
         is malformed and ``RestoreError`` when ``work`` cannot hold it."""
         ...
 
+    @property
+    def stream_is_tar(self) -> bool:
+        """True when ``produce`` writes a tar stream (format 2 then chunks each
+        file's content on its own, so a file unchanged anywhere is stored once)."""
+        ...
+
 
 @dataclass(frozen=True)
 class FilesKind:
     """A folder tree, stored as a tar stream."""
 
     name: str = "files"
+    stream_is_tar: bool = True
 
     def produce(
         self, source: ConfiguredSource, out: ByteSink, work: Path, env: Mapping[str, str]
@@ -147,6 +154,7 @@ class SqliteKind:
     """An SQLite database, stored as a consistent snapshot of its file."""
 
     name: str = "sqlite"
+    stream_is_tar: bool = False
 
     def produce(
         self, source: ConfiguredSource, out: ByteSink, work: Path, env: Mapping[str, str]
@@ -178,6 +186,7 @@ class CommandKind:
     restore command, or as a file."""
 
     name: str = "command"
+    stream_is_tar: bool = False
 
     def produce(
         self, source: ConfiguredSource, out: ByteSink, work: Path, env: Mapping[str, str]

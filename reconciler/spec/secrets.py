@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from reconciler.dedup.keys import IndexKey
 from reconciler.errors import ConfigError
 from reconciler.spec.model import (
     AzureFileShareLocation,
@@ -141,3 +142,13 @@ def environment_without_secrets(
         if ref.env is not None:
             env.pop(ref.env, None)
     return env
+
+
+def configured_index_key(
+    config: BackupConfiguration, environ: Mapping[str, str] | None = None
+) -> IndexKey | None:
+    """spec.encryption.indexKey resolved to the key, None when it is not configured.
+
+    Raises ConfigError (see ``resolve_index_key``)."""
+    ref = config.encryption.index_key
+    return None if ref is None else IndexKey(resolve_index_key(ref, environ).secret)

@@ -18,22 +18,27 @@ from reconciler.usecases.queries import find_backup
 from reconciler.usecases.repositories import known_thumbprints, open_repository
 
 if TYPE_CHECKING:
+    from reconciler.backup.opening import BackupKeys
     from reconciler.backup.restore import RestoredSource
 
 
 @dataclass(frozen=True)
 class RestoreSelection:
-    """The backup to restore, with the data key that opens it."""
+    """The backup to restore, with the keys that open it."""
 
     config: BackupConfiguration
     repository: Repository
     backup: BackupRecord
-    data_key: bytes = field(repr=False)
+    keys: BackupKeys = field(repr=False)
     """Secret: never shown."""
 
     def stored_sizes(self) -> dict[str, int]:
         """Each stored source's size in bytes (what progress counts towards)."""
-        return {s.name: s.object.size_bytes for s in self.backup.sources if s.object is not None}
+        return {
+            s.name: s.size_bytes if s.chunked else s.object.size_bytes
+            for s in self.backup.sources
+            if s.object is not None
+        }
 
 
 @dataclass(frozen=True)
@@ -48,12 +53,12 @@ def select_restore(config: BackupConfiguration, selector: str, ring: KeyRing) ->
     Raises BackupctlError when the repository or the backup does not exist,
     WrongKeyError when no key of ``ring`` opens it."""
     # Here, not at the top: every other command would pay for importing it.
-    from reconciler.backup.restore import data_key_for
+    from reconciler.backup.opening import keys_for
 
     repository = open_repository(config)
     record = find_backup(repository, selector)
-    data_key = data_key_for(record, ring, known_thumbprints(repository))
-    return RestoreSelection(config, repository, record, data_key)
+    keys = keys_for(repository, record, ring, known_thumbprints(repository))
+    return RestoreSelection(config, repository, record, keys)
 
 
 def restore(
@@ -77,7 +82,7 @@ def restore(
         selection.repository,
         selection.config,
         selection.backup,
-        selection.data_key,
+        selection.keys,
         request,
         on_source=on_source,
         on_bytes=on_bytes,

@@ -20,6 +20,7 @@ from reconciler.errors import BackupctlError, LockedError, StorageError
 from reconciler.repository.records import BackupRecord, BackupStatus
 from reconciler.repository.store import Repository
 from reconciler.spec.model import BackupConfiguration
+from reconciler.spec.secrets import configured_index_key
 from reconciler.timeutil import now_utc
 from reconciler.usecases.queries import LATEST, find_backup, holds_backup
 from reconciler.usecases.repositories import known_thumbprints, open_repository
@@ -176,7 +177,9 @@ def _verify_configuration(
     checked: list[CheckedBackup] = []
     with tempfile.TemporaryDirectory(prefix="backupctl-verify-") as work:
         for record in selected:
-            result = verify_backup(repository, record.id, ring, known, Path(work))
+            result = verify_backup(
+                repository, record.id, ring, known, Path(work), configured_index_key(config)
+            )
             checked.append(CheckedBackup(config.name, result, record.status))
             if on_checked is not None:
                 on_checked(checked[-1])

@@ -261,7 +261,7 @@ def three_daily_backups(region: Region) -> list[str]:
 def test_prune_deletes_only_what_the_plan_listed(region: Region) -> None:
     first, second, third = three_daily_backups(region)
     plan = region.plan(T0 + timedelta(days=7, hours=1))
-    assert names(plan) == ["backup.run", "backup.prune"]
+    assert names(plan) == ["backup.run", "backup.prune", "chunks.reclaim"]
     prune = plan.actions[1]
     assert isinstance(prune, PruneBackups)
     assert [p.backup.id for p in prune.backups] == [first]
@@ -309,7 +309,8 @@ def test_when_the_planned_backup_fails_prune_keeps_the_backup_it_relied_on(
     failing = replace(
         region.config, sources=(CommandSource("key-vault", ("false",), None, 30, tmp_path),)
     )
-    run, pruned = region.apply(plan, when, config=failing)
+    run, pruned, reclaimed = region.apply(plan, when, config=failing)
+    assert reclaimed.status is OutcomeStatus.DONE
     assert run.status is OutcomeStatus.FAILED
     assert run.backup is not None
     assert run.backup.status is BackupStatus.FAILED
@@ -339,13 +340,13 @@ def test_an_interrupted_backup_is_planned_for_cleanup_and_removed(region: Region
     state = region.observe(when)
     assert [b.id for b in state.backups] == [good.id]
     plan = plan_configuration(Desired(region.config), state, when)
-    assert names(plan) == ["staging.cleanup"]
+    assert names(plan) == ["staging.cleanup", "chunks.reclaim"]
     assert (
         f"backup {crashed.id} was interrupted before it was committed"
         in (plan.actions[0].details()["items"][0]["reason"])
     )
-    [outcome] = region.apply(plan, when)
-    assert outcome.status is OutcomeStatus.DONE
+    outcomes = region.apply(plan, when)
+    assert [o.status for o in outcomes] == [OutcomeStatus.DONE, OutcomeStatus.DONE]
     assert region.backup_ids() == [good.id]
     assert folders(region.storage) == {good.id}
     assert region.plan(when).actions == ()
@@ -455,9 +456,9 @@ def test_an_apply_holding_the_lock_cleans_up_an_interrupted_backup(region: Regio
     )
     plant_catalog(region.repository, (good, crashed))
     region.storage.write_atomic(f"backups/{crashed.id}/key-vault.dump.zst.enc", b"partial")
-    assert names(region.plan(start)) == ["staging.cleanup"]
+    assert names(region.plan(start)) == ["staging.cleanup", "chunks.reclaim"]
     plan, _ = reconcile(prepared, start, "backupctl apply")
-    assert names(plan) == ["staging.cleanup"]
+    assert names(plan) == ["staging.cleanup", "chunks.reclaim"]
     assert region.backup_ids() == [good.id]
 
 

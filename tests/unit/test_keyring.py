@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.backup.restore import data_key_for
+from reconciler.backup.opening import data_key_for
 from reconciler.crypto.certificates import Certificate
 from reconciler.crypto.envelope import new_data_key, wrap_data_key
 from reconciler.crypto.keyring import load_key_ring

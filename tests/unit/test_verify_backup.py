@@ -26,7 +26,7 @@ from reconciler.repository.records import BackupRecord, BackupStatus, StoredObje
 from reconciler.repository.store import Repository
 from reconciler.spec import load_configurations
 from reconciler.storage.memory import MemoryStorage
-from tests.plant import plant_catalog, plant_manifest
+from tests.plant import plant_catalog, plant_format, plant_manifest
 
 KEYS = Path(__file__).resolve().parents[2] / "examples" / "keys"
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -53,7 +53,8 @@ spec:
 
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Repository, BackupRecord]:
-    """One committed backup in a MemoryStorage repository."""
+    """One committed backup in a format 1 MemoryStorage repository (whole objects:
+    format 2's chunks and packs are checked in test_format2_repository)."""
     root = tmp_path_factory.mktemp("region")
     shutil.copy(KEYS / "demo-backup.cer", root / "backup.cer")
     (root / "stamp" / "deployment").mkdir(parents=True)
@@ -66,6 +67,7 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Repository, Backup
     [config] = load_configurations(root / "region.yaml")
     repository = Repository(MemoryStorage("region"), config.name)
     repository.storage.ensure_root()
+    plant_format(repository, T0)
     record = run_backup(repository, config, T0, "scheduled")
     assert record.status is BackupStatus.SUCCEEDED
     return repository, record

@@ -1,0 +1,430 @@
+"""Format 2 pipelines: a source's stream as deduplicated chunks, and back.
+
+Backup:  source -> (tar boundaries) -> chunker -> keyed id -> known? -> list
+                                                          new -> zstd + AES-GCM (workers) -> pack
+Restore: chunk list -> index -> record ranges (read ahead) -> decrypt, check id -> plaintext
+
+The stream is byte for byte what format 1 stores, so restoring and verifying
+a source reads the same tar, database or dump as before."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO, TypeVar, cast
+
+from reconciler.dedup.boundaries import ChunkFeeder, FileContent, TarBoundarySink
+from reconciler.dedup.chunk_id import chunk_id, chunk_id_hex
+from reconciler.dedup.chunk_list import ChunkListWriter, read_chunk_list
+from reconciler.dedup.chunker import SMALL_RUN_PARAMS, Chunk, Chunker
+from reconciler.dedup.index import IndexEntry
+from reconciler.dedup.keys import DerivedKeys
+from reconciler.dedup.pack import open_record, record_key_id, seal_record, short_id
+from reconciler.errors import IntegrityError, ObjectNotFoundError
+from reconciler.failpoints import failpoint
+from reconciler.repository.chunkstore import ChunkWriter
+from reconciler.repository.objects import BackupObject
+from reconciler.repository.records import StoredObject
+from reconciler.repository.store import Repository
+from reconciler.streams import ByteSink
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+T = TypeVar("T")
+
+SEALING_AHEAD = 8
+"""Chunks being compressed and encrypted at once (bounded memory: 8 x 4 MiB at most)."""
+READING_AHEAD = 8
+"""Records fetched and decrypted ahead of the restore's reader."""
+
+
+def _workers() -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 4))
+
+
+@dataclass(frozen=True)
+class ChunkedSource:
+    """What storing one source's stream as chunks gave."""
+
+    chunk_list: StoredObject
+    chunks: int
+    referenced_bytes: int
+    """Stored bytes of every chunk the source references (what a restore reads)."""
+    added_bytes: int
+    """Stored bytes this source added to the repository."""
+
+
+@dataclass(frozen=True)
+class RunKeys:
+    """What a backup host holds: the index key's derived keys and this run's data key."""
+
+    derived: DerivedKeys
+    key_id: bytes
+    data_key: bytes
+
+
+class _ChunkSink:
+    """Takes chunks in stream order; seals new ones on workers, lists every one."""
+
+    def __init__(
+        self,
+        writer: ChunkWriter,
+        keys: RunKeys,
+        listing: ChunkListWriter,
+        pool: ThreadPoolExecutor,
+        on_bytes: Callable[[int], None] | None,
+    ) -> None:
+        self._writer = writer
+        self._keys = keys
+        self._listing = listing
+        self._pool = pool
+        self._on_bytes = on_bytes
+        self._inflight: deque[tuple[bytes, int, Future[bytes] | None]] = deque()
+        self.chunks = 0
+        self.referenced = 0
+        self.added = 0
+
+    def take(self, chunk: Chunk, content: FileContent | None = None) -> None:
+        data = chunk.data
+        ident = chunk_id(self._keys.derived.chunk_id_key, data)
+        future: Future[bytes] | None = None
+        if self._writer.stored_length(ident) is None:
+            future = self._pool.submit(
+                seal_record, ident, data, self._keys.key_id, self._keys.data_key
+            )
+        self._inflight.append((ident, len(data), future))
+        while len(self._inflight) > SEALING_AHEAD:
+            self._settle()
+
+    def _settle(self) -> None:
+        ident, length, future = self._inflight.popleft()
+        if future is not None:
+            before = self._writer.stats.new_bytes
+            stored = self._writer.add(ident, future.result())
+            added = self._writer.stats.new_bytes - before
+            self.added += added
+            if self._on_bytes is not None and added:
+                self._on_bytes(added)
+        else:
+            known = self._writer.stored_length(ident)
+            assert known is not None
+            stored = known
+        self.referenced += stored
+        self.chunks += 1
+        self._listing.add(ident, length)
+
+    def drain(self) -> None:
+        while self._inflight:
+            self._settle()
+
+
+class _StreamFeeder:
+    """A ByteSink feeding the chunker directly (sources that are not tar streams)."""
+
+    def __init__(self, feeder: ChunkFeeder) -> None:
+        self._feeder = feeder
+
+    def write(self, data: bytes) -> int:
+        self._feeder.write(memoryview(data))
+        return len(data)
+
+
+def store_chunked(
+    list_object: BackupObject,
+    writer: ChunkWriter,
+    keys: RunKeys,
+    produce: Callable[[ByteSink], T],
+    tar_stream: bool,
+    on_bytes: Callable[[int], None] | None = None,
+) -> tuple[ChunkedSource, T]:
+    """Run ``produce`` with a sink whose stream is stored as chunks; write its chunk list.
+
+    ``tar_stream`` says the stream is a files source's tar, whose file
+    boundaries the chunker follows. New chunks go to ``writer`` (indexed
+    when the run's writer finishes); the chunk list object is committed
+    when ``produce`` returns, and removed on any exception."""
+    with (
+        ThreadPoolExecutor(_workers(), thread_name_prefix="seal") as pool,
+        list_object.open_write() as raw,
+    ):
+        measured = _Measured(raw)
+        listing = ChunkListWriter(measured, keys.derived.index_encryption_key)
+        sink = _ChunkSink(writer, keys, listing, pool, on_bytes)
+        # A tar stream's large files are whole chunk runs, with smaller chunks
+        # between them (headers and small files); other streams are one run.
+        chunker = Chunker(
+            keys.derived.chunker_seed, between_files=SMALL_RUN_PARAMS if tar_stream else None
+        )
+        feeder = ChunkFeeder(chunker, sink.take)
+        target: TarBoundarySink | _StreamFeeder = (
+            TarBoundarySink(feeder) if tar_stream else _StreamFeeder(feeder)
+        )
+        result = produce(cast(ByteSink, target))
+        if isinstance(target, TarBoundarySink):
+            target.close()
+        feeder.finish()
+        sink.drain()
+        listing.close()
+        failpoint("object-upload")
+    stored = StoredObject(list_object.name, measured.size, measured.sha256.hexdigest())
+    return ChunkedSource(stored, sink.chunks, sink.referenced, sink.added), result
+
+
+class _Measured:
+    def __init__(self, out: ByteSink) -> None:
+        self._out = out
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        self._out.write(data)
+        return len(data)
+
+
+class DataKeys:
+    """Data keys by key id, unwrapped once each (``unwrap`` is given a key id's hex)."""
+
+    def __init__(self, unwrap: Callable[[str], bytes]) -> None:
+        self._unwrap = unwrap
+        self._keys: dict[bytes, bytes] = {}
+
+    def __call__(self, key_id: bytes) -> bytes:
+        key = self._keys.get(key_id)
+        if key is None:
+            key = self._keys[key_id] = self._unwrap(key_id.hex())
+        return key
+
+
+def chunk_ids(
+    list_object: BackupObject, expected: StoredObject, keys: DerivedKeys
+) -> Iterator[tuple[bytes, int]]:
+    """The (id, length) of every chunk of a source, in order, checked against the
+    manifest's size and SHA-256 at the end. Needs only the index key."""
+    with list_object.open_read() as raw:
+        measured = _MeasuredReader(raw)
+        yield from read_chunk_list(
+            list_object.label, cast(BinaryIO, measured), keys.index_encryption_key
+        )
+        while measured.read(1 << 20):
+            pass
+    if measured.size != expected.size_bytes or measured.sha256.hexdigest() != expected.sha256:
+        raise IntegrityError(f"{list_object.label} does not match its manifest")
+
+
+class _MeasuredReader:
+    def __init__(self, source: BinaryIO) -> None:
+        self._source = source
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._source.read(size)
+        self.sha256.update(data)
+        self.size += len(data)
+        return data
+
+
+def read_chunk(
+    repository: Repository,
+    index_lookup: Callable[[bytes], IndexEntry | None],
+    ident: bytes,
+    keys: DerivedKeys,
+    data_keys: DataKeys,
+) -> tuple[bytes, int]:
+    """One chunk's plaintext, authenticated and checked against its keyed id, and
+    its stored length."""
+    entry = index_lookup(ident)
+    if entry is None:
+        raise IntegrityError(
+            f"chunk {chunk_id_hex(ident)[:16]} is missing from the index of"
+            f" {repository.description}"
+        )
+    label = repository.pack_label(entry.pack_id)
+    try:
+        record = repository.read_record(entry)
+    except ObjectNotFoundError:
+        raise IntegrityError(
+            f"{label} is missing; it holds chunk {chunk_id_hex(ident)[:16]}"
+        ) from None
+    data_key = data_keys(record_key_id(record))
+    return open_record(label, record, ident, data_key, keys.chunk_id_key), entry.length
+
+
+@contextmanager
+def open_chunked(
+    repository: Repository,
+    list_object: BackupObject,
+    expected: StoredObject,
+    keys: DerivedKeys,
+    data_keys: DataKeys,
+    on_bytes: Callable[[int], None] | None = None,
+) -> Iterator[BinaryIO]:
+    """A reader of a format 2 source's plaintext stream, every chunk checked.
+
+    Records are fetched and decrypted ahead of the reader on worker threads."""
+    index = repository.chunk_index(keys)
+    ids = chunk_ids(list_object, expected, keys)
+
+    def fetch(ident: bytes, length: int) -> bytes:
+        data, stored = read_chunk(repository, index.lookup, ident, keys, data_keys)
+        if len(data) != length:
+            raise IntegrityError(
+                f"chunk {chunk_id_hex(ident)[:16]} of {list_object.label} has {len(data)} bytes,"
+                f" its list records {length}"
+            )
+        if on_bytes is not None:
+            on_bytes(stored)
+        return data
+
+    with ThreadPoolExecutor(_workers(), thread_name_prefix="fetch") as pool:
+        reader = _ChunkReader(pool, ids, fetch)
+        try:
+            yield cast(BinaryIO, reader)
+            reader.read_to_end()
+        finally:
+            reader.stop()
+
+
+class _ChunkReader(io.RawIOBase):
+    def __init__(
+        self,
+        pool: ThreadPoolExecutor,
+        ids: Iterator[tuple[bytes, int]],
+        fetch: Callable[[bytes, int], bytes],
+    ) -> None:
+        super().__init__()
+        self._pool = pool
+        self._ids = ids
+        self._fetch = fetch
+        self._ahead: deque[Future[bytes]] = deque()
+        self._chunk = b""
+        self._pos = 0
+        self._ended = False
+        self._fill()
+
+    def _fill(self) -> None:
+        while not self._ended and len(self._ahead) < READING_AHEAD:
+            item = next(self._ids, None)
+            if item is None:
+                self._ended = True
+                return
+            self._ahead.append(self._pool.submit(self._fetch, *item))
+
+    def _current(self) -> bytes:
+        if self._pos < len(self._chunk):
+            return self._chunk
+        if not self._ahead:
+            return b""
+        future = self._ahead.popleft()
+        self._fill()
+        self._chunk, self._pos = future.result(), 0
+        return self._chunk
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        chunk = self._current()
+        view = memoryview(buffer).cast("B")
+        n = min(len(view), len(chunk) - self._pos)
+        view[:n] = memoryview(chunk)[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        if size is None or size < 0:
+            parts = []
+            while part := self.read(1 << 22):
+                parts.append(part)
+            return b"".join(parts)
+        chunk = self._current()
+        start = self._pos
+        end = min(len(chunk), start + size)
+        self._pos = end
+        return chunk if start == 0 and end == len(chunk) else chunk[start:end]
+
+    def read_to_end(self) -> None:
+        while self.read(1 << 22):
+            pass
+
+    def stop(self) -> None:
+        for future in self._ahead:
+            future.cancel()
+        self._ahead.clear()
+        self._ended = True
+
+
+def check_chunked(
+    repository: Repository, list_object: BackupObject, expected: StoredObject, keys: DerivedKeys
+) -> str | None:
+    """Without the private key: None when every chunk of a source is indexed and
+    its pack holds it where the index says, else a sentence saying what is wrong.
+
+    The chunk list must match the manifest's size and SHA-256; each pack a
+    chunk lies in is checked once: its trailer (readable with the index key)
+    must list the chunk at the indexed place, and the record's stored bytes
+    must hash as the trailer records."""
+    index = repository.chunk_index(keys)
+    packs = PackChecker(repository, keys)
+    for ident, _length in chunk_ids(list_object, expected, keys):
+        entry = index.lookup(ident)
+        if entry is None:
+            return (
+                f"chunk {chunk_id_hex(ident)[:16]} of {list_object.label} is missing from the index"
+            )
+        problem = packs.check(entry)
+        if problem is not None:
+            return problem
+    return None
+
+
+class PackChecker:
+    """Checks packs once each: present, trailer readable, records hashing as recorded."""
+
+    def __init__(self, repository: Repository, keys: DerivedKeys) -> None:
+        self._repository = repository
+        self._keys = keys
+        self._verdicts: dict[
+            bytes, tuple[str | None, dict[bytes, tuple[int, int]], set[bytes]]
+        ] = {}
+
+    def check(self, entry: IndexEntry) -> str | None:
+        verdict = self._verdicts.get(entry.pack_id)
+        if verdict is None:
+            verdict = self._verdicts[entry.pack_id] = self._check_pack(entry.pack_id)
+        problem, places, damaged = verdict
+        if problem is not None:
+            return problem
+        label = self._repository.pack_label(entry.pack_id)
+        if places.get(entry.chunk_id) != (entry.offset, entry.length):
+            return f"{label} does not hold chunk {short_id(entry.chunk_id)} where the index says"
+        if entry.chunk_id in damaged:
+            return (
+                f"chunk {short_id(entry.chunk_id)} in {label} is damaged: its stored bytes do"
+                " not hash as the pack's trailer records"
+            )
+        return None
+
+    def _check_pack(
+        self, pack_id: bytes
+    ) -> tuple[str | None, dict[bytes, tuple[int, int]], set[bytes]]:
+        try:
+            entries, damaged = self._repository.check_pack(pack_id, self._keys)
+        except ObjectNotFoundError:
+            return f"{self._repository.pack_label(pack_id)} is missing", {}, set()
+        except IntegrityError as exc:
+            return str(exc), {}, set()
+        return None, {e.chunk_id: (e.offset, e.length) for e in entries}, damaged
