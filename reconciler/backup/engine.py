@@ -16,7 +16,7 @@ from pathlib import Path
 from reconciler.backup.chunked import RunKeys, store_chunked
 from reconciler.backup.pipeline import BytesCallback, store_object
 from reconciler.crypto.envelope import new_data_key, wrap_data_key
-from reconciler.errors import IntegrityError, SourceError
+from reconciler.errors import IntegrityError, SourceError, StorageError
 from reconciler.failpoints import failpoint
 from reconciler.repository.chunkstore import ChunkWriter
 from reconciler.repository.keyfiles import KEY_ID_BYTES, DataKeyRecord, backup_index_key
@@ -178,6 +178,9 @@ def _chunk_source(
         )
     except SourceError as exc:
         return SourceResult(source.name, source.kind, SourceStatus.FAILED, 0, 0, 0, str(exc), None)
+    except StorageError as exc:
+        # Packs are shared by sources: say which source was being stored.
+        raise type(exc)(f"while storing source {source.name}: {exc}") from None
     return SourceResult(
         name=source.name,
         kind=source.kind,

@@ -385,6 +385,7 @@ def _switch_index(
             f"{SHARDS_DIR}/{name}", seal_run(shard_entries, bits, number, keys.index_encryption_key)
         )
         names.append(name)
+    failpoint("reclaim-shards-written")  # the new shards exist, nothing points to them
     pointer = IndexPointer(generation, bits, tuple(names), index.delta_names)
     storage.write_atomic(INDEX_POINTER, pointer.to_json())
     failpoint("reclaim-pointer-written")

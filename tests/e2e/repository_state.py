@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.backup.pipeline import open_object
-from reconciler.crypto.envelope import unwrap_data_key
+from reconciler.backup.opening import keys_for
+from reconciler.crypto.keyring import KeyRing
 from reconciler.crypto.keys import PrivateKey, load_private_key
 from reconciler.repository.records import BackupRecord, BackupStatus
 from reconciler.repository.store import Repository
@@ -72,15 +72,14 @@ def _private_key(path: Path) -> PrivateKey:
 
 
 def verify_objects(repository: Path, record: BackupRecord, private_key: Path) -> None:
-    """Decrypt and check every object of ``record`` end to end; raises IntegrityError."""
-    assert record.wrapped_key is not None, f"manifest of {record.id} holds no data key"
-    data_key = unwrap_data_key(record.wrapped_key, _private_key(private_key))
+    """Decrypt and check every source of ``record`` end to end (either format);
+    raises IntegrityError."""
     stored_in = Repository(LocalStorage(repository), repository.name)
+    keys = keys_for(stored_in, record, KeyRing((_private_key(private_key),)), {})
     for source in record.sources:
         if source.object is None:
             continue
-        stored = stored_in.backup_object(record.id, source.object.name)
-        with open_object(stored, source.object, data_key) as plain:
+        with keys.open(stored_in, record.id, source) as plain:
             while plain.read(CHUNK_SIZE):
                 pass
 
