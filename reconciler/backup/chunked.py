@@ -26,7 +26,7 @@ from reconciler.dedup.chunker import SMALL_RUN_PARAMS, Chunk, Chunker
 from reconciler.dedup.index import IndexEntry
 from reconciler.dedup.keys import DerivedKeys
 from reconciler.dedup.pack import open_record, record_key_id, seal_record, short_id
-from reconciler.errors import IntegrityError, ObjectNotFoundError
+from reconciler.errors import IntegrityError, ObjectNotFoundError, WrongKeyError
 from reconciler.failpoints import failpoint
 from reconciler.repository.chunkstore import ChunkWriter
 from reconciler.repository.objects import BackupObject
@@ -207,6 +207,14 @@ class DataKeys:
             key = self._keys[key_id] = self._unwrap(key_id.hex())
         return key
 
+    def available(self, key_id: bytes) -> bool:
+        """Whether the key can be had (unwrapping it if not yet done)."""
+        try:
+            self(key_id)
+        except (WrongKeyError, IntegrityError):
+            return False
+        return True
+
 
 def chunk_ids(
     list_object: BackupObject, expected: StoredObject, keys: DerivedKeys
@@ -239,19 +247,35 @@ class _MeasuredReader:
 
 def read_chunk(
     repository: Repository,
-    index_lookup: Callable[[bytes], IndexEntry | None],
+    index_lookup: Callable[[bytes], list[IndexEntry]],
     ident: bytes,
     keys: DerivedKeys,
     data_keys: DataKeys,
 ) -> tuple[bytes, int]:
     """One chunk's plaintext, authenticated and checked against its keyed id, and
-    its stored length."""
-    entry = index_lookup(ident)
-    if entry is None:
+    its stored length.
+
+    A chunk stored under several data keys (again under a rotated
+    certificate's) is read from the first place whose key the caller has."""
+    places = index_lookup(ident)
+    if not places:
         raise IntegrityError(
             f"chunk {chunk_id_hex(ident)[:16]} is missing from the index of"
             f" {repository.description}"
         )
+    for entry in places[:-1]:
+        if data_keys.available(entry.key_id):
+            return _read_at(repository, entry, ident, keys, data_keys)
+    return _read_at(repository, places[-1], ident, keys, data_keys)
+
+
+def _read_at(
+    repository: Repository,
+    entry: IndexEntry,
+    ident: bytes,
+    keys: DerivedKeys,
+    data_keys: DataKeys,
+) -> tuple[bytes, int]:
     label = repository.pack_label(entry.pack_id)
     try:
         record = repository.read_record(entry)
@@ -279,7 +303,7 @@ def open_chunked(
     ids = chunk_ids(list_object, expected, keys)
 
     def fetch(ident: bytes, length: int) -> bytes:
-        data, stored = read_chunk(repository, index.lookup, ident, keys, data_keys)
+        data, stored = read_chunk(repository, index.lookup_all, ident, keys, data_keys)
         if len(data) != length:
             raise IntegrityError(
                 f"chunk {chunk_id_hex(ident)[:16]} of {list_object.label} has {len(data)} bytes,"

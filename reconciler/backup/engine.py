@@ -81,15 +81,17 @@ def run_backup(
         wrapped_key=None if chunking is not None else wrap_data_key(data_key, certificate),
     )
     env = environment_without_secrets(config)
-    if chunking is not None:
-        repository.write_data_key(
-            DataKeyRecord(chunking.key_id.hex(), (wrap_data_key(data_key, certificate),))
-        )
     pending = repository.begin_backup(record)
     failpoint("backup-started")
     try:
         results = []
-        writer = None if chunking is None else repository.chunk_writer(chunking.derived, record.id)
+        writer = None
+        if chunking is not None:
+            usable = repository.data_keys_wrapped_to(certificate.public_key_sha256)
+            key_record = DataKeyRecord(
+                chunking.key_id.hex(), (wrap_data_key(data_key, certificate),)
+            )
+            writer = repository.chunk_writer(chunking.derived, record.id, usable, key_record)
         with tempfile.TemporaryDirectory(prefix="backupctl-") as work:
             for source in config.sources:
                 if on_source:

@@ -27,7 +27,14 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from reconciler.dedup.index import IndexEntry, IndexRun, open_run, seal_run, shard_bits_for
+from reconciler.dedup.index import (
+    IndexEntry,
+    IndexRun,
+    open_run,
+    prefix_of,
+    seal_run,
+    shard_bits_for,
+)
 from reconciler.dedup.keys import DerivedKeys
 from reconciler.dedup.pack import (
     TARGET_PACK_SIZE,
@@ -36,24 +43,27 @@ from reconciler.dedup.pack import (
     damaged_records,
     new_pack_id,
     read_trailer,
+    record_key_id,
 )
 from reconciler.errors import IntegrityError, ObjectNotFoundError
 from reconciler.failpoints import failpoint
+from reconciler.repository.layout import (
+    DATA_KEYS_DIR,
+    DELTAS_DIR,
+    INDEX_POINTER,
+    PACK_SUFFIX,
+    PACKS_DIR,
+    RUN_SUFFIX,
+    SHARDS_DIR,
+)
 from reconciler.storage.base import Storage
-
-PACKS_DIR = "packs"
-INDEX_POINTER = "index/index.json"
-SHARDS_DIR = "index/shards"
-DELTAS_DIR = "index/deltas"
-_PACK_SUFFIX = ".pack"
-_RUN_SUFFIX = ".idx"
 
 REPACK_BELOW = 0.5
 """A pack whose live records fill less than this share of it is rewritten by reclaim."""
 
 
 def pack_key(pack_id: bytes) -> str:
-    return f"{PACKS_DIR}/{pack_id.hex()}{_PACK_SUFFIX}"
+    return f"{PACKS_DIR}/{pack_id.hex()}{PACK_SUFFIX}"
 
 
 @dataclass(frozen=True)
@@ -119,20 +129,26 @@ class ChunkIndex:
             shard = self._shards[number] = self._open(f"{SHARDS_DIR}/{name}")
         return shard
 
-    def lookup(self, chunk_id: bytes) -> IndexEntry | None:
-        if self.pointer.shards:
-            number = int.from_bytes(chunk_id[:4], "big") >> (32 - self.pointer.bits)
-            found = self._shard(number).lookup(chunk_id)
-            if found is not None:
-                return found
-        for delta in self._deltas:
-            found = delta.lookup(chunk_id)
-            if found is not None:
-                return found
+    def lookup(
+        self, chunk_id: bytes, usable_keys: frozenset[bytes] | None = None
+    ) -> IndexEntry | None:
+        """Where ``chunk_id`` is stored (under one of ``usable_keys``, when given)."""
+        for entry in self.lookup_all(chunk_id):
+            if usable_keys is None or entry.key_id in usable_keys:
+                return entry
         return None
 
+    def lookup_all(self, chunk_id: bytes) -> list[IndexEntry]:
+        """Every place ``chunk_id`` is stored: one per data key it is under."""
+        found: list[IndexEntry] = []
+        if self.pointer.shards:
+            found += self._shard(prefix_of(chunk_id, self.pointer.bits)).lookup_all(chunk_id)
+        for delta in self._deltas:
+            found += delta.lookup_all(chunk_id)
+        return found
+
     def entries(self) -> Iterator[IndexEntry]:
-        """Every entry, an id once (shards first, then deltas, oldest first)."""
+        """Every entry, once per id and key id (shards first, then deltas, oldest first)."""
         seen: set[bytes] = set()
         runs: Iterable[IndexRun] = (
             *(self._shard(n) for n in range(len(self.pointer.shards))),
@@ -140,8 +156,9 @@ class ChunkIndex:
         )
         for run in runs:
             for entry in run.entries():
-                if entry.chunk_id not in seen:
-                    seen.add(entry.chunk_id)
+                identity = entry.chunk_id + entry.key_id
+                if identity not in seen:
+                    seen.add(identity)
                     yield entry
 
 
@@ -154,7 +171,7 @@ def read_pointer(storage: Storage, where: Callable[[str], str]) -> IndexPointer:
 
 
 def _run_names(storage: Storage, folder: str) -> list[str]:
-    return [e.name for e in storage.list_dir(folder) if e.name.endswith(_RUN_SUFFIX)]
+    return [e.name for e in storage.list_dir(folder) if e.name.endswith(RUN_SUFFIX)]
 
 
 @dataclass
@@ -172,11 +189,21 @@ class ChunkWriter:
     ``finish`` writes the last pack and the delta; until then nothing this run
     stored is indexed, and a crash leaves packs that reclaim removes."""
 
-    def __init__(self, storage: Storage, index: ChunkIndex, keys: DerivedKeys, name: str) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        index: ChunkIndex,
+        keys: DerivedKeys,
+        name: str,
+        usable_keys: frozenset[bytes] | None = None,
+        before_first_pack: Callable[[], None] | None = None,
+    ) -> None:
+        self._before_first_pack = before_first_pack
         self._storage = storage
         self._index = index
         self._keys = keys
         self._name = name
+        self._usable = usable_keys
         self._new: dict[bytes, IndexEntry] = {}
         self._pack: PackWriter | None = None
         self._pack_id = b""
@@ -184,8 +211,13 @@ class ChunkWriter:
         self.stats = RunStats()
 
     def stored_length(self, chunk_id: bytes) -> int | None:
-        """The stored (record) length of a chunk already in the repository, else None."""
-        entry = self._new.get(chunk_id) or self._index.lookup(chunk_id)
+        """The stored (record) length of a chunk already in the repository, else None.
+
+        A chunk under a data key not in ``usable_keys`` counts as not stored:
+        after a certificate rotation, a backup only uses chunks its own
+        certificate's private key can open (until key.rewrap moves the older
+        ones), so every backup restores with the key it names."""
+        entry = self._new.get(chunk_id) or self._index.lookup(chunk_id, self._usable)
         return None if entry is None else entry.length
 
     def add(self, chunk_id: bytes, record: bytes) -> int:
@@ -198,7 +230,9 @@ class ChunkWriter:
             self._buffer = bytearray()
             self._pack = PackWriter(_BufferSink(self._buffer), self._pack_id, self._index_key)
         entry = self._pack.add_record(chunk_id, record)
-        self._new[chunk_id] = IndexEntry(chunk_id, self._pack_id, entry.offset, entry.length)
+        self._new[chunk_id] = IndexEntry(
+            chunk_id, self._pack_id, entry.offset, entry.length, record_key_id(record)
+        )
         self.stats.new_chunks += 1
         self.stats.new_bytes += entry.length
         if self._pack.size >= TARGET_PACK_SIZE:
@@ -213,6 +247,11 @@ class ChunkWriter:
         if self._pack is None:
             return
         self._pack.finish()
+        if self._before_first_pack is not None:
+            # The run's data key record exists before any pack that needs it;
+            # a run that adds nothing writes none.
+            self._before_first_pack()
+            self._before_first_pack = None
         self._storage.write_atomic(pack_key(self._pack_id), bytes(self._buffer))
         self.stats.packs += 1
         self._pack = None
@@ -224,7 +263,7 @@ class ChunkWriter:
         self._flush_pack()
         if self._new:
             body = seal_run(self._new.values(), 0, 0, self._index_key)
-            self._storage.write_atomic(f"{DELTAS_DIR}/{self._name}{_RUN_SUFFIX}", body)
+            self._storage.write_atomic(f"{DELTAS_DIR}/{self._name}{RUN_SUFFIX}", body)
 
 
 class _BufferSink:
@@ -290,10 +329,10 @@ def pack_sizes(storage: Storage) -> dict[bytes, int]:
     sizes: dict[bytes, int] = {}
     for entry in storage.list_dir(PACKS_DIR):
         name = entry.name
-        if entry.is_dir or not name.endswith(_PACK_SUFFIX):
+        if entry.is_dir or not name.endswith(PACK_SUFFIX):
             continue
         try:
-            pack_id = bytes.fromhex(name[: -len(_PACK_SUFFIX)])
+            pack_id = bytes.fromhex(name[: -len(PACK_SUFFIX)])
         except ValueError:
             continue  # not ours: never touched
         sizes[pack_id] = storage.size(f"{PACKS_DIR}/{name}")
@@ -334,7 +373,20 @@ def reclaim(
     failpoint("reclaim-index-switched")
     for pack_id in doomed:
         storage.delete(pack_key(pack_id))
+    _delete_unused_data_keys(storage, {entry.key_id for entry in live})
     return report
+
+
+def _delete_unused_data_keys(storage: Storage, used: set[bytes]) -> None:
+    """Delete the data key records no indexed record is under any more."""
+    for entry in storage.list_dir(DATA_KEYS_DIR):
+        name = entry.name.removesuffix(".json")
+        try:
+            key_id = bytes.fromhex(name)
+        except ValueError:
+            continue  # not ours (or a temporary): never touched
+        if entry.name.endswith(".json") and len(key_id) == 16 and key_id not in used:
+            storage.delete(f"{DATA_KEYS_DIR}/{entry.name}")
 
 
 def _rewrite(storage: Storage, keys: DerivedKeys, uses: list[_PackUse]) -> list[IndexEntry]:
@@ -359,7 +411,9 @@ def _rewrite(storage: Storage, keys: DerivedKeys, uses: list[_PackUse]) -> list[
                 buffer = bytearray()
                 pack = PackWriter(_BufferSink(buffer), pack_id, keys.index_encryption_key)
             placed = pack.add_record(entry.chunk_id, record)
-            moved.append(IndexEntry(entry.chunk_id, pack_id, placed.offset, placed.length))
+            moved.append(
+                IndexEntry(entry.chunk_id, pack_id, placed.offset, placed.length, entry.key_id)
+            )
             if pack.size >= TARGET_PACK_SIZE:
                 flush()
     flush()
@@ -375,12 +429,10 @@ def _switch_index(
     bits = shard_bits_for(len(entries))
     by_shard: list[list[IndexEntry]] = [[] for _ in range(1 << bits)]
     for entry in entries:
-        by_shard[int.from_bytes(entry.chunk_id[:4], "big") >> (32 - bits) if bits else 0].append(
-            entry
-        )
+        by_shard[prefix_of(entry.chunk_id, bits)].append(entry)
     names = []
     for number, shard_entries in enumerate(by_shard):
-        name = f"{generation:08d}-{bits:02d}-{number:05d}{_RUN_SUFFIX}"
+        name = f"{generation:08d}-{bits:02d}-{number:05d}{RUN_SUFFIX}"
         storage.write_atomic(
             f"{SHARDS_DIR}/{name}", seal_run(shard_entries, bits, number, keys.index_encryption_key)
         )

@@ -36,6 +36,12 @@ BACKUPS_DIR = "backups"
 MANIFEST_NAME = "manifest.json"
 INDEX_KEY_KEY = "keys/index.json"
 DATA_KEYS_DIR = "keys/data"
+PACKS_DIR = "packs"
+INDEX_POINTER = "index/index.json"
+SHARDS_DIR = "index/shards"
+DELTAS_DIR = "index/deltas"
+PACK_SUFFIX = ".pack"
+RUN_SUFFIX = ".idx"
 CHUNK_LIST_SUFFIX = ".chunks"
 
 BACKUP_ID = re.compile(r"(\d{8}T\d{6}Z)-[0-9a-f]{6}")

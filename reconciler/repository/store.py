@@ -230,9 +230,38 @@ class Repository:
         """The chunk index as it is now (read on demand)."""
         return ChunkIndex(self.storage, self._where, keys)
 
-    def chunk_writer(self, keys: DerivedKeys, backup_id: str) -> ChunkWriter:
-        """Where a run's new chunks go; ``finish`` it before committing the backup."""
-        return ChunkWriter(self.storage, self.chunk_index(keys), keys, new_run_name(backup_id))
+    def chunk_writer(
+        self,
+        keys: DerivedKeys,
+        backup_id: str,
+        usable_keys: frozenset[bytes] | None = None,
+        data_key: DataKeyRecord | None = None,
+    ) -> ChunkWriter:
+        """Where a run's new chunks go; ``finish`` it before committing the backup.
+
+        ``usable_keys``: the data keys whose chunks it may reuse (None: any).
+        ``data_key``: the run's data key record, written before its first pack."""
+        return ChunkWriter(
+            self.storage,
+            self.chunk_index(keys),
+            keys,
+            new_run_name(backup_id),
+            usable_keys,
+            None if data_key is None else lambda: self.write_data_key(data_key),
+        )
+
+    def data_keys_wrapped_to(self, public_key_sha256: str) -> frozenset[bytes]:
+        """The ids of the data keys wrapped to that public key (whose chunks its
+        private key opens)."""
+        found = set()
+        for key_id in self.data_key_ids():
+            try:
+                record = self.read_data_key(key_id)
+            except (ObjectNotFoundError, IntegrityError):
+                continue  # never reused; verify reports what it breaks
+            if any(w.public_key_sha256 == public_key_sha256 for w in record.wrapped):
+                found.add(bytes.fromhex(key_id))
+        return frozenset(found)
 
     def read_record(self, entry: IndexEntry) -> bytes:
         """One chunk's stored record. Raises ObjectNotFoundError when its pack is gone."""

@@ -23,8 +23,9 @@ from reconciler.backup.opening import keys_for
 from reconciler.backup.reclaim import estimate_reclaim, reclaim_unreferenced
 from reconciler.backup.restore import RestoreRequest, restore_backup
 from reconciler.backup.verify import verify_backup
+from reconciler.crypto.envelope import wrap_data_key
 from reconciler.crypto.keyring import KeyRing
-from reconciler.crypto.keys import load_private_key
+from reconciler.crypto.keys import PrivateKey, create_key_pair, load_private_key
 from reconciler.dedup.keys import IndexKey
 from reconciler.errors import ConfigError, UnreachableError
 from reconciler.reconcile.apply import index_keys
@@ -291,3 +292,56 @@ def test_format_1_backups_stay_readable_after_an_upgrade(tmp_path: Path) -> None
     for each in (whole, chunked):
         out = site.restore(replace(each), tmp_path / f"out-{each.id}")
         assert_same_tree(site.root / "stamp" / "deployment", out / "deployment-inputs")
+
+
+def test_after_a_certificate_rotation_backups_restore_with_the_new_key_alone(
+    site: Site, tmp_path: Path
+) -> None:
+    site.backup()
+    cert, private = create_key_pair("ec-p256", "CN=new backups", 365, T0)
+    rotated = replace(site.config, encryption=replace(site.config.encryption, certificate=cert))
+    after = site.backup(days=1, config=rotated)
+    # Chunks under the old certificate's data key are not reused: stored again.
+    assert sum(s.added_bytes or 0 for s in after.sources) > 0
+    new_only = KeyRing(
+        (PrivateKey(private, cert.public_key_sha256, tmp_path / "new.pem", "EC P-256"),)
+    )
+    # The index key is wrapped to the old certificate only until key.rewrap:
+    # the restore host also needs the new key to be able to unwrap it.
+    index_record = site.repository.read_index_key()
+    assert index_record is not None
+    site.repository.write_index_key(
+        replace(
+            index_record,
+            wrapped=(*index_record.wrapped, wrap_data_key(site.key.secret, cert)),
+        )
+    )
+    keys = keys_for(site.repository, after, new_only, {})
+    out = tmp_path / "out"
+    restore_backup(site.repository, rotated, after, keys, RestoreRequest(out, (), False))
+    assert_same_tree(site.root / "stamp" / "deployment", out / "deployment-inputs")
+
+
+def test_a_run_that_adds_nothing_writes_no_data_key_and_reclaim_drops_unused_ones(
+    site: Site,
+) -> None:
+    old = site.backup()
+    keys_before = [k for k in site.object_keys() if k.startswith("keys/data/")]
+    site.backup(days=1)
+    assert [k for k in site.object_keys() if k.startswith("keys/data/")] == keys_before
+    (site.root / "stamp" / "deployment" / "big.bin").write_bytes(os.urandom(700_000))
+    site.backup(days=2)
+    assert len([k for k in site.object_keys() if k.startswith("keys/data/")]) == 2
+    # Every chunk of the first run is replaced or still used: prune everything
+    # but the newest backup, and the first run's key stays only if still used.
+    site.repository.prune([old.id])
+    reclaim_unreferenced(site.repository, index_keys(site.repository, site.config))
+    used = {
+        e.key_id.hex()
+        for e in site.repository.chunk_index(index_keys(site.repository, site.config)).entries()
+    }
+    assert {
+        k.removeprefix("keys/data/").removesuffix(".json")
+        for k in site.object_keys()
+        if k.startswith("keys/data/")
+    } == used
