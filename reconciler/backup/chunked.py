@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, TypeVar, cast
 
+from reconciler.backup.pipeline import tuned_for_throughput
 from reconciler.dedup.boundaries import ChunkFeeder, FileContent, TarBoundarySink
 from reconciler.dedup.chunk_id import chunk_id, chunk_id_hex
 from reconciler.dedup.chunk_list import ChunkListWriter, read_chunk_list
@@ -155,6 +156,7 @@ def store_chunked(
     when the run's writer finishes); the chunk list object is committed
     when ``produce`` returns, and removed on any exception."""
     with (
+        tuned_for_throughput(),
         ThreadPoolExecutor(_workers(), thread_name_prefix="seal") as pool,
         list_object.open_write() as raw,
     ):
@@ -313,7 +315,10 @@ def open_chunked(
             on_bytes(stored)
         return data
 
-    with ThreadPoolExecutor(_workers(), thread_name_prefix="fetch") as pool:
+    with (
+        tuned_for_throughput(),
+        ThreadPoolExecutor(_workers(), thread_name_prefix="fetch") as pool,
+    ):
         reader = _ChunkReader(pool, ids, fetch)
         try:
             yield cast(BinaryIO, reader)

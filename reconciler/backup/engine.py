@@ -83,9 +83,9 @@ def run_backup(
     env = environment_without_secrets(config)
     pending = repository.begin_backup(record)
     failpoint("backup-started")
+    writer = None
     try:
         results = []
-        writer = None
         if chunking is not None:
             usable = repository.data_keys_wrapped_to(certificate.public_key_sha256)
             key_record = DataKeyRecord(
@@ -116,6 +116,8 @@ def run_backup(
             completed_at=created_at + elapsed,
         )
     except BaseException:
+        if writer is not None:
+            writer.abandon()
         pending.abandon()
         raise
     pending.commit(record)

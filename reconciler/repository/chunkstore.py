@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -186,8 +188,11 @@ class RunStats:
 class ChunkWriter:
     """One backup run's new chunks: records go into packs, entries into its delta.
 
-    ``finish`` writes the last pack and the delta; until then nothing this run
-    stored is indexed, and a crash leaves packs that reclaim removes."""
+    Packs are streamed to the storage by a thread of its own (``_PackUploader``),
+    so that writing one overlaps sealing the next chunks. ``finish`` writes the
+    last pack and the delta; until then nothing this run stored is indexed,
+    and a crash leaves packs that reclaim removes. ``abandon`` stops it after
+    a failure, committing no further pack."""
 
     def __init__(
         self,
@@ -198,16 +203,14 @@ class ChunkWriter:
         usable_keys: frozenset[bytes] | None = None,
         before_first_pack: Callable[[], None] | None = None,
     ) -> None:
-        self._before_first_pack = before_first_pack
         self._storage = storage
         self._index = index
         self._keys = keys
         self._name = name
         self._usable = usable_keys
-        self._new: dict[bytes, IndexEntry] = {}
-        self._pack: PackWriter | None = None
-        self._pack_id = b""
-        self._buffer = bytearray()
+        self._new: dict[bytes, int] = {}
+        self._uploader: _PackUploader | None = None
+        self._before_first_pack = before_first_pack
         self.stats = RunStats()
 
     def stored_length(self, chunk_id: bytes) -> int | None:
@@ -217,53 +220,141 @@ class ChunkWriter:
         after a certificate rotation, a backup only uses chunks its own
         certificate's private key can open (until key.rewrap moves the older
         ones), so every backup restores with the key it names."""
-        entry = self._new.get(chunk_id) or self._index.lookup(chunk_id, self._usable)
+        known = self._new.get(chunk_id)
+        if known is not None:
+            return known
+        entry = self._index.lookup(chunk_id, self._usable)
         return None if entry is None else entry.length
 
     def add(self, chunk_id: bytes, record: bytes) -> int:
-        """Store one sealed record (``pack.seal_record``); returns its stored length."""
+        """Store one sealed record (``pack.seal_record``); returns its stored length.
+
+        Raises what writing a pack raised (StorageError...)."""
         known = self._new.get(chunk_id)
         if known is not None:
-            return known.length
-        if self._pack is None:
-            self._pack_id = new_pack_id()
-            self._buffer = bytearray()
-            self._pack = PackWriter(_BufferSink(self._buffer), self._pack_id, self._index_key)
-        entry = self._pack.add_record(chunk_id, record)
-        self._new[chunk_id] = IndexEntry(
-            chunk_id, self._pack_id, entry.offset, entry.length, record_key_id(record)
-        )
+            return known
+        if self._uploader is None:
+            self._uploader = _PackUploader(
+                self._storage, self._keys.index_encryption_key, self._before_first_pack
+            )
+        self._uploader.put(chunk_id, record)
+        self._new[chunk_id] = len(record)
         self.stats.new_chunks += 1
-        self.stats.new_bytes += entry.length
-        if self._pack.size >= TARGET_PACK_SIZE:
-            self._flush_pack()
-        return entry.length
+        self.stats.new_bytes += len(record)
+        return len(record)
 
-    @property
-    def _index_key(self) -> bytes:
-        return self._keys.index_encryption_key
-
-    def _flush_pack(self) -> None:
-        if self._pack is None:
+    def finish(self) -> None:
+        """Write the last pack and the run's delta: from now on its chunks are indexed."""
+        if self._uploader is None:
             return
-        self._pack.finish()
+        entries = self._uploader.close()
+        self.stats.packs = self._uploader.packs
+        body = seal_run(entries, 0, 0, self._keys.index_encryption_key)
+        self._storage.write_atomic(f"{DELTAS_DIR}/{self._name}{RUN_SUFFIX}", body)
+
+    def abandon(self) -> None:
+        """Stop after a failure: the pack being written is discarded."""
+        if self._uploader is not None:
+            self._uploader.abandon()
+
+
+_UPLOAD_QUEUE_RECORDS = 16
+"""Records waiting for the uploader (about 1 MiB each, 4 MiB at most)."""
+
+
+class _PackUploader:
+    """Streams records into packs of TARGET_PACK_SIZE on its own thread."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        index_encryption_key: bytes,
+        before_first_pack: Callable[[], None] | None,
+    ) -> None:
+        self._storage = storage
+        self._key = index_encryption_key
+        self._before_first_pack = before_first_pack
+        self._queue: queue.Queue[tuple[bytes, bytes] | None] = queue.Queue(_UPLOAD_QUEUE_RECORDS)
+        self._entries: list[IndexEntry] = []
+        self._error: BaseException | None = None
+        self._abandoned = False
+        self._ended = False
+        self.packs = 0
+        self._thread = threading.Thread(target=self._run, name="pack upload", daemon=True)
+        self._thread.start()
+
+    def put(self, chunk_id: bytes, record: bytes) -> None:
+        self._raise_error()
+        self._queue.put((chunk_id, record))
+
+    def close(self) -> list[IndexEntry]:
+        """Finish the last pack; return every record's index entry. Raises its error."""
+        self._queue.put(None)
+        self._thread.join()
+        self._raise_error()
+        return self._entries
+
+    def abandon(self) -> None:
+        self._abandoned = True
+        self._queue.put(None)
+        self._thread.join()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        try:
+            while self._write_pack():
+                pass
+        except BaseException as exc:  # handed to the caller's next put or close
+            self._error = exc
+            while not self._ended:  # never leave the caller blocked on a full queue
+                self._next()
+
+    def _next(self) -> tuple[bytes, bytes] | None:
+        item = self._queue.get()
+        if item is None:
+            self._ended = True
+        return item
+
+    def _write_pack(self) -> bool:
+        """Write one pack of the records queued; False once the queue ended."""
+        item = self._next()
+        if item is None or self._abandoned:
+            return False
         if self._before_first_pack is not None:
             # The run's data key record exists before any pack that needs it;
             # a run that adds nothing writes none.
             self._before_first_pack()
             self._before_first_pack = None
-        self._storage.write_atomic(pack_key(self._pack_id), bytes(self._buffer))
-        self.stats.packs += 1
-        self._pack = None
-        self._buffer = bytearray()
+        pack_id = new_pack_id()
+        more = True
+        with self._storage.open_write(pack_key(pack_id)) as out:
+            pack = PackWriter(out, pack_id, self._key)
+            while item is not None:
+                chunk_id, record = item
+                placed = pack.add_record(chunk_id, record)
+                self._entries.append(
+                    IndexEntry(
+                        chunk_id, pack_id, placed.offset, placed.length, record_key_id(record)
+                    )
+                )
+                if pack.size >= TARGET_PACK_SIZE:
+                    break
+                item = self._next()
+            else:
+                more = False
+            if self._abandoned:
+                raise _Abandoned  # leaves the pack uncommitted
+            pack.finish()
+        self.packs += 1
         failpoint("pack-written")
+        return more
 
-    def finish(self) -> None:
-        """Write the last pack and the run's delta: from now on its chunks are indexed."""
-        self._flush_pack()
-        if self._new:
-            body = seal_run(self._new.values(), 0, 0, self._index_key)
-            self._storage.write_atomic(f"{DELTAS_DIR}/{self._name}{RUN_SUFFIX}", body)
+
+class _Abandoned(Exception):
+    """Raised inside a pack's write to discard it."""
 
 
 class _BufferSink:
