@@ -103,11 +103,11 @@ class Site:
         restore_backup(self.repository, self.config, record, keys, RestoreRequest(to, (), False))
         return to
 
-    def keys(self) -> list[str]:
+    def object_keys(self) -> list[str]:
         return sorted(self.storage.objects)
 
     def packs(self) -> list[str]:
-        return [k for k in self.keys() if k.startswith(PACKS_DIR + "/")]
+        return [k for k in self.object_keys() if k.startswith(PACKS_DIR + "/")]
 
 
 @pytest.fixture
@@ -127,7 +127,7 @@ def test_a_backup_is_chunks_in_packs_and_restores_byte_for_byte(site: Site, tmp_
     record = site.backup()
     assert all(s.chunked for s in record.sources)
     folder = f"backups/{record.id}/"
-    assert {k.removeprefix(folder) for k in site.keys() if k.startswith(folder)} == {
+    assert {k.removeprefix(folder) for k in site.object_keys() if k.startswith(folder)} == {
         "manifest.json",
         "deployment-inputs.files.chunks",
         "resource-manager.sqlite.chunks",
@@ -144,10 +144,10 @@ def test_a_backup_is_chunks_in_packs_and_restores_byte_for_byte(site: Site, tmp_
 
 def test_an_unchanged_backup_adds_no_pack_and_no_index_entry(site: Site) -> None:
     first = site.backup()
-    before = site.keys()
+    before = site.object_keys()
     second = site.backup(days=1)
     assert sum(s.added_bytes or 0 for s in second.sources) == 0
-    added = sorted(set(site.keys()) - set(before))
+    added = sorted(set(site.object_keys()) - set(before))
     # Only the new backup's manifest and chunk lists, and its run's data key record.
     assert not [k for k in added if k.startswith((PACKS_DIR, DELTAS_DIR))]
     assert all(k.startswith((f"backups/{second.id}/", "keys/data/")) for k in added), added
@@ -173,19 +173,20 @@ def test_damage_in_a_shared_pack_marks_every_backup_using_it(site: Site, tmp_pat
         keyless = verify_backup(site.repository, record.id, None, {}, tmp_path)
         full = verify_backup(site.repository, record.id, site.ring, {}, tmp_path)
         assert keyless.damaged and full.damaged
-        assert "is damaged: its stored bytes do not hash as the pack's trailer records" in (
-            keyless.problems[0]
+        assert (
+            "is damaged: its stored bytes do not hash as the pack's trailer records"
+            in (keyless.problems[0])
         )
 
 
 def test_a_wrong_index_key_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     site = Site(tmp_path, IndexKey.generate())
     site.backup()
-    before = {k: site.storage.read(k) for k in site.keys()}
+    before = {k: site.storage.read(k) for k in site.object_keys()}
     other = IndexKey.generate()
     with pytest.raises(ConfigError, match="is not the index key of repository region-west"):
         index_keys_with(site, other)
-    assert {k: site.storage.read(k) for k in site.keys()} == before
+    assert {k: site.storage.read(k) for k in site.object_keys()} == before
 
 
 def index_keys_with(site: Site, key: IndexKey) -> None:
@@ -204,7 +205,7 @@ def test_a_configured_key_stays_out_of_the_storage_and_the_private_key_alone_res
     record = site.backup()
     stored = site.repository.read_index_key()
     assert stored is not None and stored.stored is None
-    assert not any(key.to_base64().encode() in site.storage.read(k) for k in site.keys())
+    assert not any(key.to_base64().encode() in site.storage.read(k) for k in site.object_keys())
     # A restore host knows no index key: the private key unwraps it.
     out = site.restore(record, tmp_path / "out")
     assert (out / "key-vault" / "key-vault.dump").read_bytes() == b"vault export"
