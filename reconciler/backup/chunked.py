@@ -2,6 +2,7 @@
 
 Backup:  source -> (tar boundaries) -> chunker -> keyed id -> known? -> list
                                                           new -> zstd + AES-GCM (workers) -> pack
+         large file unchanged (file cache) -> its cached ids ------------> list
 Restore: chunk list -> index -> record ranges (read ahead) -> decrypt, check id -> plaintext
 
 The stream is byte for byte what format 1 stores, so restoring and verifying
@@ -19,11 +20,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, TypeVar, cast
 
+from reconciler.backup.cached_files import CachedFiles, SourceCache
 from reconciler.backup.pipeline import tuned_for_throughput
 from reconciler.dedup.boundaries import ChunkFeeder, FileContent, TarBoundarySink
 from reconciler.dedup.chunk_id import chunk_id, chunk_id_hex
 from reconciler.dedup.chunk_list import ChunkListWriter, read_chunk_list
 from reconciler.dedup.chunker import SMALL_RUN_PARAMS, Chunk, Chunker
+from reconciler.dedup.file_cache import CachedChunk
 from reconciler.dedup.index import IndexEntry
 from reconciler.dedup.keys import DerivedKeys
 from reconciler.dedup.pack import open_record, record_key_id, seal_record, short_id
@@ -33,6 +36,7 @@ from reconciler.repository.chunkstore import ChunkWriter
 from reconciler.repository.objects import BackupObject
 from reconciler.repository.records import StoredObject
 from reconciler.repository.store import Repository
+from reconciler.sources.known_files import KnownFiles
 from reconciler.streams import ByteSink
 
 if TYPE_CHECKING:
@@ -64,6 +68,10 @@ class ChunkedSource:
     """Stored bytes of every chunk the source references (what a restore reads)."""
     added_bytes: int
     """Stored bytes this source added to the repository."""
+    skipped_files: int = 0
+    """Large files not read: the file cache knew their chunks."""
+    skipped_bytes: int = 0
+    """Their content's size."""
 
 
 @dataclass(frozen=True)
@@ -85,8 +93,10 @@ class _ChunkSink:
         listing: ChunkListWriter,
         pool: ThreadPoolExecutor,
         on_bytes: Callable[[int], None] | None,
+        files: CachedFiles | None = None,
     ) -> None:
         self._writer = writer
+        self._files = files
         self._keys = keys
         self._listing = listing
         self._pool = pool
@@ -105,8 +115,20 @@ class _ChunkSink:
                 seal_record, ident, data, self._keys.key_id, self._keys.data_key
             )
         self._inflight.append((ident, len(data), future))
+        if content is not None and self._files is not None:
+            self._files.chunk_read(content, chunk.offset, CachedChunk(ident, len(data)))
         while len(self._inflight) > SEALING_AHEAD:
             self._settle()
+
+    def take_known(self, content: FileContent) -> None:
+        """List a skipped file's cached chunks (each still stored: the cache
+        checked), counted as referenced, not added."""
+        if self._files is None:
+            raise ValueError("content was skipped without a file cache")
+        for cached in self._files.chunks_of(content):
+            self._inflight.append((cached.id, cached.length, None))
+            while len(self._inflight) > SEALING_AHEAD:
+                self._settle()
 
     def _settle(self) -> None:
         ident, length, future = self._inflight.popleft()
@@ -130,6 +152,22 @@ class _ChunkSink:
             self._settle()
 
 
+class _SkippingTree:
+    """The files source's ``KnownFiles``: the file cache answers, the tar
+    stream's boundary sink is told where content is skipped."""
+
+    def __init__(self, files: CachedFiles, stream: TarBoundarySink) -> None:
+        self._files = files
+        self._stream = stream
+        self.min_size = files.min_size
+
+    def known(self, name: bytes, st: os.stat_result, /) -> bool:
+        return self._files.known(name, st)
+
+    def skip(self, size: int, /) -> None:
+        self._stream.skip(size)
+
+
 class _StreamFeeder:
     """A ByteSink feeding the chunker directly (sources that are not tar streams)."""
 
@@ -145,16 +183,20 @@ def store_chunked(
     list_object: BackupObject,
     writer: ChunkWriter,
     keys: RunKeys,
-    produce: Callable[[ByteSink], T],
+    produce: Callable[[ByteSink, KnownFiles | None], T],
     tar_stream: bool,
     on_bytes: Callable[[int], None] | None = None,
+    file_cache: SourceCache | None = None,
 ) -> tuple[ChunkedSource, T]:
     """Run ``produce`` with a sink whose stream is stored as chunks; write its chunk list.
 
     ``tar_stream`` says the stream is a files source's tar, whose file
-    boundaries the chunker follows. New chunks go to ``writer`` (indexed
-    when the run's writer finishes); the chunk list object is committed
-    when ``produce`` returns, and removed on any exception."""
+    boundaries the chunker follows; with ``file_cache`` too, ``produce`` is
+    given a ``KnownFiles`` through which unchanged large files are not read
+    (and the files it reads are remembered in the cache). New chunks go to
+    ``writer`` (indexed when the run's writer finishes); the chunk list
+    object is committed when ``produce`` returns, and removed on any
+    exception."""
     with (
         tuned_for_throughput(),
         ThreadPoolExecutor(_workers(), thread_name_prefix="seal") as pool,
@@ -162,17 +204,23 @@ def store_chunked(
     ):
         measured = _Measured(raw)
         listing = ChunkListWriter(measured, keys.derived.index_encryption_key)
-        sink = _ChunkSink(writer, keys, listing, pool, on_bytes)
+        files = CachedFiles(file_cache, writer) if tar_stream and file_cache is not None else None
+        sink = _ChunkSink(writer, keys, listing, pool, on_bytes, files)
         # A tar stream's large files are whole chunk runs, with smaller chunks
         # between them (headers and small files); other streams are one run.
         chunker = Chunker(
             keys.derived.chunker_seed, between_files=SMALL_RUN_PARAMS if tar_stream else None
         )
-        feeder = ChunkFeeder(chunker, sink.take)
+        feeder = ChunkFeeder(chunker, sink.take, sink.take_known)
         target: TarBoundarySink | _StreamFeeder = (
             TarBoundarySink(feeder) if tar_stream else _StreamFeeder(feeder)
         )
-        result = produce(cast(ByteSink, target))
+        known = (
+            _SkippingTree(files, target)
+            if files is not None and isinstance(target, TarBoundarySink)
+            else None
+        )
+        result = produce(cast(ByteSink, target), known)
         if isinstance(target, TarBoundarySink):
             target.close()
         feeder.finish()
@@ -180,7 +228,8 @@ def store_chunked(
         listing.close()
         failpoint("object-upload")
     stored = StoredObject(list_object.name, measured.size, measured.sha256.hexdigest())
-    return ChunkedSource(stored, sink.chunks, sink.referenced, sink.added), result
+    skipped = (files.hits, files.skipped_bytes) if files is not None else (0, 0)
+    return ChunkedSource(stored, sink.chunks, sink.referenced, sink.added, *skipped), result
 
 
 class _Measured:
