@@ -17,7 +17,10 @@ Rules that keep every chunk a kept backup references:
   old shards, and only then the packs nothing indexed points to any more.
   A reader ignores deltas the pointer names, so after a crash at any step the
   index it sees points only to packs that still exist, and the next reclaim
-  finishes the deletions.
+  finishes the deletions: its pointer names the folded-in deltas still
+  there too, so that none becomes visible again once its pack is gone.
+* ``RECLAIM_DUE`` is written before a prune deletes anything and removed when
+  the reclaim after it ends, so the next apply knows a reclaim is owed.
 """
 
 from __future__ import annotations
@@ -117,7 +120,10 @@ class ChunkIndex:
         self._key = keys.index_encryption_key
         self.pointer = read_pointer(storage, where)
         consumed = set(self.pointer.consumed)
-        self.delta_names = tuple(n for n in _run_names(storage, DELTAS_DIR) if n not in consumed)
+        names = _run_names(storage, DELTAS_DIR)
+        self.delta_names = tuple(n for n in names if n not in consumed)
+        # Deltas already folded in whose deletion a crash interrupted.
+        self.folded_names = tuple(n for n in names if n in consumed)
         self._deltas = [self._open(f"{DELTAS_DIR}/{n}") for n in self.delta_names]
         self._shards: dict[int, IndexRun] = {}
 
@@ -529,10 +535,13 @@ def _switch_index(
         )
         names.append(name)
     failpoint("reclaim-shards-written")  # the new shards exist, nothing points to them
-    pointer = IndexPointer(generation, bits, tuple(names), index.delta_names)
+    # The deltas an interrupted reclaim folded in but did not delete stay
+    # named: unnamed, they would be read again, pointing to deleted packs.
+    folded = (*index.folded_names, *index.delta_names)
+    pointer = IndexPointer(generation, bits, tuple(names), folded)
     storage.write_atomic(INDEX_POINTER, pointer.to_json())
     failpoint("reclaim-pointer-written")
-    for name in index.delta_names:
+    for name in folded:
         storage.delete(f"{DELTAS_DIR}/{name}")
     current = set(names)
     for name in _run_names(storage, SHARDS_DIR):

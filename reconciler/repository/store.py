@@ -69,6 +69,7 @@ from reconciler.repository.layout import (
     FORMAT_KEY,
     INDEX_KEY_KEY,
     LOCK_KEY,
+    RECLAIM_DUE,
     SETTINGS_KEY,
     backup_dir,
     data_key_key,
@@ -280,7 +281,14 @@ class Repository:
 
     def reclaim(self, keys: DerivedKeys, referenced: set[bytes]) -> ReclaimReport:
         """Drop the chunks no backup in ``referenced`` needs (see ``chunkstore.reclaim``)."""
-        return reclaim(self.storage, self._where, keys, referenced)
+        self.storage.write_atomic(RECLAIM_DUE, b"{}\n")
+        report = reclaim(self.storage, self._where, keys, referenced)
+        self.storage.delete(RECLAIM_DUE)
+        return report
+
+    def reclaim_due(self) -> bool:
+        """Whether a prune or a reclaim was interrupted before its reclaim finished."""
+        return self.format_version >= FORMAT_VERSION and self.storage.exists(RECLAIM_DUE)
 
     def probe_write_access(self) -> None:
         """Write, read back and delete a small object (credentials are proven before use)."""
@@ -457,6 +465,10 @@ class Repository:
         """Delete the listed backups: out of the catalog first (remembered as
         pending), then their data, then the pending list is cleared."""
         doomed = set(backup_ids)
+        if self.format_version >= FORMAT_VERSION:
+            # Chunks only the doomed backups use are deleted by the reclaim
+            # after it: until that has run, the next apply must know it is owed.
+            self.storage.write_atomic(RECLAIM_DUE, b"{}\n")
         catalog = self.read_catalog()
         remaining = catalog.without(doomed)
         self._write_catalog(remaining, (*catalog.pending_deletes, *backup_ids))

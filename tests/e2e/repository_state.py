@@ -15,6 +15,8 @@ from pathlib import Path
 from reconciler.backup.opening import keys_for
 from reconciler.crypto.keyring import KeyRing
 from reconciler.crypto.keys import PrivateKey, load_private_key
+from reconciler.repository.chunkstore import RECLAIM_DUE
+from reconciler.repository.keyfiles import unwrap_index_key
 from reconciler.repository.records import BackupRecord, BackupStatus
 from reconciler.repository.store import Repository
 from reconciler.storage.base import TEMP_MARKER
@@ -110,4 +112,50 @@ def assert_settled(repository: Path, private_key: Path) -> RepositoryState:
     for backup_id, record in state.manifests.items():
         if backup_id not in state.succeeded:  # those were verified above
             verify_objects(repository, record, private_key)
+    return state
+
+
+@dataclass(frozen=True)
+class ChunkStoreState:
+    """A format 2 repository's packs and index, read with the private key."""
+
+    packs: frozenset[bytes]
+    indexed_packs: frozenset[bytes]
+    """Packs some visible index entry points to."""
+    stale_runs: tuple[str, ...]
+    """Deltas the pointer says are folded in, and shards it no longer names."""
+    chunks: int
+
+
+def read_chunk_store(repository: Path, private_key: Path) -> ChunkStoreState:
+    store = Repository(LocalStorage(repository), repository.name)
+    record = store.read_index_key()
+    assert record is not None, "a format 2 repository keeps its index key record"
+    ring = KeyRing((_private_key(private_key),))
+    index = store.chunk_index(unwrap_index_key(record, ring, repository.name).derive())
+    entries = list(index.entries())
+    pointer = index.pointer
+    stale = [f"deltas/{d.name}" for d in (repository / "index" / "deltas").glob("*.idx")]
+    stale = [s for s in stale if s.removeprefix("deltas/") in pointer.consumed]
+    shards = repository / "index" / "shards"
+    if shards.exists():
+        stale += [f"shards/{s.name}" for s in shards.iterdir() if s.name not in pointer.shards]
+    return ChunkStoreState(
+        packs=frozenset(store.pack_sizes()),
+        indexed_packs=frozenset(e.pack_id for e in entries),
+        stale_runs=tuple(sorted(stale)),
+        chunks=len(entries),
+    )
+
+
+def assert_chunks_settled(repository: Path, private_key: Path) -> ChunkStoreState:
+    """After a finished reclaim: every index entry points to an existing pack,
+    every pack is indexed, and no folded-in delta or old shard is left."""
+    state = read_chunk_store(repository, private_key)
+    missing = state.indexed_packs - state.packs
+    assert not missing, f"the index points to {len(missing)} missing packs"
+    unindexed = state.packs - state.indexed_packs
+    assert not unindexed, f"{len(unindexed)} packs nothing indexes are left"
+    assert not state.stale_runs, state.stale_runs
+    assert not (repository / RECLAIM_DUE).exists(), "the reclaim is still marked as owed"
     return state
