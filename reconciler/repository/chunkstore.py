@@ -60,6 +60,7 @@ from reconciler.repository.layout import (
     PACKS_DIR,
     RUN_SUFFIX,
     SHARDS_DIR,
+    is_temporary,
 )
 from reconciler.storage.base import Storage
 
@@ -471,7 +472,17 @@ def reclaim(
     for pack_id in doomed:
         storage.delete(pack_key(pack_id))
     _delete_unused_data_keys(storage, {entry.key_id for entry in live})
+    _delete_temporaries(storage)
     return report
+
+
+def _delete_temporaries(storage: Storage) -> None:
+    """Delete what writes killed half way left in the chunk store's folders (a pack
+    cut short by kill -9): under the lock, nobody is writing them."""
+    for folder in (PACKS_DIR, DELTAS_DIR, SHARDS_DIR, DATA_KEYS_DIR):
+        for entry in storage.list_dir(folder):
+            if not entry.is_dir and is_temporary(entry.name):
+                storage.delete(f"{folder}/{entry.name}")
 
 
 def _delete_unused_data_keys(storage: Storage, used: set[bytes]) -> None:

@@ -35,6 +35,7 @@ from reconciler.repository.records import BackupRecord, BackupStatus
 from reconciler.repository.store import Repository
 from reconciler.spec import load_configurations
 from reconciler.spec.model import BackupConfiguration
+from reconciler.storage.base import TEMP_MARKER
 from reconciler.storage.memory import MemoryStorage
 from tests.unit.planning_fixtures import applied
 
@@ -345,3 +346,24 @@ def test_a_run_that_adds_nothing_writes_no_data_key_and_reclaim_drops_unused_one
         for k in site.object_keys()
         if k.startswith("keys/data/")
     } == used
+
+
+def test_reclaim_removes_a_pack_cut_short_by_a_killed_write(site: Site) -> None:
+    site.backup()
+    leftover = f"{PACKS_DIR}/0123456789abcdef0123456789abcdef.pack{TEMP_MARKER}4f2a"
+    site.storage.write_atomic(leftover, b"half a pack")
+    reclaim_unreferenced(site.repository, index_keys(site.repository, site.config))
+    assert leftover not in site.object_keys()
+    assert site.packs()  # the real pack stays
+
+
+def test_a_damaged_pack_trailer_fails_the_full_verify_too(site: Site, tmp_path: Path) -> None:
+    record = site.backup()
+    (pack,) = site.packs()
+    data = bytearray(site.storage.read(pack))
+    data[-30] ^= 0x01  # in the trailer: records are intact, the table of contents is not
+    site.storage.write_atomic(pack, bytes(data))
+    keyless = verify_backup(site.repository, record.id, None, {}, tmp_path)
+    full = verify_backup(site.repository, record.id, site.ring, {}, tmp_path)
+    assert keyless.damaged and full.damaged
+    assert "trailer" in full.problems[0]
