@@ -15,8 +15,8 @@ from pathlib import Path
 from reconciler.backup.opening import keys_for
 from reconciler.crypto.keyring import KeyRing
 from reconciler.crypto.keys import PrivateKey, load_private_key
-from reconciler.repository.chunkstore import RECLAIM_DUE
 from reconciler.repository.keyfiles import unwrap_index_key
+from reconciler.repository.layout import RECLAIM_DUE
 from reconciler.repository.records import BackupRecord, BackupStatus
 from reconciler.repository.store import Repository
 from reconciler.storage.base import TEMP_MARKER

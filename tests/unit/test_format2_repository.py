@@ -29,8 +29,8 @@ from reconciler.crypto.keys import PrivateKey, create_key_pair, load_private_key
 from reconciler.dedup.keys import IndexKey
 from reconciler.errors import ConfigError, UnreachableError
 from reconciler.reconcile.apply import index_keys
-from reconciler.repository.chunkstore import DELTAS_DIR, PACKS_DIR
 from reconciler.repository.keyfiles import new_index_key_record
+from reconciler.repository.layout import DELTAS_DIR, PACKS_DIR
 from reconciler.repository.records import BackupRecord, BackupStatus
 from reconciler.repository.store import Repository
 from reconciler.spec import load_configurations
