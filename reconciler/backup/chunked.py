@@ -44,8 +44,11 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-SEALING_AHEAD = 8
-"""Chunks being compressed and encrypted at once (bounded memory: 8 x 4 MiB at most)."""
+SEALING_AHEAD_BYTES = 16 << 20
+"""Plaintext being named and sealed at once: the memory in flight, whatever
+the chunk sizes (a few big chunks or many small ones between files)."""
+SEALING_AHEAD = 64
+"""At most this many chunks in flight (the file cache's chunks count too)."""
 READING_AHEAD = 8
 """Records fetched and decrypted ahead of the restore's reader."""
 
@@ -83,8 +86,24 @@ class RunKeys:
     data_key: bytes
 
 
+@dataclass(frozen=True)
+class _InFlight:
+    """A chunk on its way to the list: being named and sealed, or known."""
+
+    length: int
+    future: Future[tuple[bytes, bytes | None]] | None
+    content: FileContent | None
+    offset: int
+    ident: bytes = b""
+    """The id of a chunk the file cache gave (``future`` is None)."""
+
+
 class _ChunkSink:
-    """Takes chunks in stream order; seals new ones on workers, lists every one."""
+    """Takes chunks in stream order; lists every one.
+
+    Workers name each chunk (keyed BLAKE3) and seal it when it is not stored
+    yet, so the thread reading the source only reads and cuts. Two equal
+    chunks in flight at once may both be sealed; the writer stores one."""
 
     def __init__(
         self,
@@ -101,24 +120,25 @@ class _ChunkSink:
         self._listing = listing
         self._pool = pool
         self._on_bytes = on_bytes
-        self._inflight: deque[tuple[bytes, int, Future[bytes] | None]] = deque()
+        self._inflight: deque[_InFlight] = deque()
+        self._inflight_bytes = 0
         self.chunks = 0
         self.referenced = 0
         self.added = 0
 
     def take(self, chunk: Chunk, content: FileContent | None = None) -> None:
-        data = chunk.data
-        ident = chunk_id(self._keys.derived.chunk_id_key, data)
-        future: Future[bytes] | None = None
-        if self._writer.stored_length(ident) is None:
-            future = self._pool.submit(
-                seal_record, ident, data, self._keys.key_id, self._keys.data_key
-            )
-        self._inflight.append((ident, len(data), future))
-        if content is not None and self._files is not None:
-            self._files.chunk_read(content, chunk.offset, CachedChunk(ident, len(data)))
-        while len(self._inflight) > SEALING_AHEAD:
+        future = self._pool.submit(self._name_and_seal, chunk.data)
+        self._inflight.append(_InFlight(len(chunk.data), future, content, chunk.offset))
+        self._inflight_bytes += len(chunk.data)
+        while len(self._inflight) > SEALING_AHEAD or self._inflight_bytes > SEALING_AHEAD_BYTES:
             self._settle()
+
+    def _name_and_seal(self, data: bytes) -> tuple[bytes, bytes | None]:
+        """On a worker: the chunk's id, and its record when it is not stored yet."""
+        ident = chunk_id(self._keys.derived.chunk_id_key, data)
+        if self._writer.stored_length(ident) is not None:
+            return ident, None
+        return ident, seal_record(ident, data, self._keys.key_id, self._keys.data_key)
 
     def take_known(self, content: FileContent) -> None:
         """List a skipped file's cached chunks (each still stored: the cache
@@ -126,15 +146,21 @@ class _ChunkSink:
         if self._files is None:
             raise ValueError("content was skipped without a file cache")
         for cached in self._files.chunks_of(content):
-            self._inflight.append((cached.id, cached.length, None))
+            self._inflight.append(_InFlight(cached.length, None, None, 0, cached.id))
             while len(self._inflight) > SEALING_AHEAD:
                 self._settle()
 
     def _settle(self) -> None:
-        ident, length, future = self._inflight.popleft()
-        if future is not None:
+        item = self._inflight.popleft()
+        record: bytes | None = None
+        if item.future is not None:
+            self._inflight_bytes -= item.length
+            ident, record = item.future.result()
+        else:
+            ident = item.ident
+        if record is not None:
             before = self._writer.stats.new_bytes
-            stored = self._writer.add(ident, future.result())
+            stored = self._writer.add(ident, record)
             added = self._writer.stats.new_bytes - before
             self.added += added
             if self._on_bytes is not None and added:
@@ -143,9 +169,11 @@ class _ChunkSink:
             known = self._writer.stored_length(ident)
             assert known is not None
             stored = known
+        if item.content is not None and self._files is not None:
+            self._files.chunk_read(item.content, item.offset, CachedChunk(ident, item.length))
         self.referenced += stored
         self.chunks += 1
-        self._listing.add(ident, length)
+        self._listing.add(ident, item.length)
 
     def drain(self) -> None:
         while self._inflight:
