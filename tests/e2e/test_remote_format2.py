@@ -331,3 +331,90 @@ def test_the_private_key_alone_restores_and_verifies_without_the_index_key(site:
         site.cli.workspace.private_key,
     )  # fmt: skip
     assert "2 intact, 0 failed" in verified.out, verified.text
+
+
+# -- 4. kill -9 in a backup and in reclaiming -------------------------------------------
+
+
+def killed(site: Site, point: str, days: float) -> None:
+    """An apply as ``days`` after now that dies (as kill -9 would) at failpoint ``point``."""
+    died = site.cli.apply(
+        "--now", days_from_now(days), env={"BACKUPCTL_FAILPOINTS": f"{point}:exit"}
+    )
+    assert died.code == 137, f"failpoint {point} was not reached: {died.text}"
+
+
+def pack_bytes(site: Site) -> int:
+    return sum(len(v) for v in site.objects().packs.values())
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        "object-upload",  # a chunk list fully written under a temporary name
+        "pack-written",  # the run's pack stored, its index delta and manifest not
+    ],
+)
+def test_a_backup_killed_is_cleaned_up_by_the_next_apply_and_every_backup_restores(
+    site: Site, point: str
+) -> None:
+    change_region(site.cli.workspace)
+    first = made_backup(site.cli.apply())
+    expected = {first: sample_region(site.cli.workspace)}
+    change_region(site.cli.workspace)
+
+    killed(site, point, 1)
+    assert succeeded_ids(site.cli.listing()) == [first]
+
+    recovered = site.cli.apply("--now", days_from_now(1))
+    assert "staging.cleanup: done" in recovered.out, recovered.text
+    second = made_backup(recovered)
+    expected[second] = sample_region(site.cli.workspace)
+    stored = assert_format2_layout(site.remote.files(), expected)
+    # The killed run's pack, which no index names, is gone: one pack a backup.
+    assert len(stored.packs) == 2, sorted(stored.packs)
+    assert succeeded_ids(site.cli.listing()) == [first, second]
+    assert_restores(site, expected)
+
+
+def killed_in_reclaiming(site: Site) -> tuple[str, str]:
+    """Backups a day apart with different noise; ten days later an apply makes a
+    third, prunes the first and dies reclaiming its chunks, the index switched."""
+    site.configure(retention=(1, 1))
+    change_region(site.cli.workspace)
+    first = made_backup(site.cli.apply())
+    change_region(site.cli.workspace)
+    killed(site, "reclaim-pointer-written", 10)
+    [second] = succeeded_ids(site.cli.listing())
+    assert second != first
+    return first, second
+
+
+def test_reclaiming_killed_after_the_index_switch_loses_no_kept_chunk(site: Site) -> None:
+    first, second = killed_in_reclaiming(site)
+    region = sample_region(site.cli.workspace)
+    assert_restores(site, {second: region})
+    assert pack_bytes(site) > 2 * NOISE, "both backups' noise should still be stored"
+
+    # The next apply and backup still find every chunk the kept backup uses.
+    assert site.cli.apply("--now", days_from_now(10)).code == 0
+    change_region(site.cli.workspace)
+    third = backup(site, 10.6)  # a backup is due; the second is kept (1 day)
+    stored = assert_format2_layout(site.remote.files(), [second, third])
+    assert stored.backup(first) == set()
+    assert_restores(site, {second: region, third: sample_region(site.cli.workspace)})
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="product gap: chunks.reclaim is planned only after a prune or an interrupted"
+    " run, so the packs an interrupted reclaim doomed stay until the next prune",
+)
+def test_reclaiming_killed_after_the_index_switch_is_finished_by_the_next_apply(
+    site: Site,
+) -> None:
+    killed_in_reclaiming(site)
+    recovered = site.cli.apply("--now", days_from_now(10))
+    assert recovered.code == 0, recovered.text
+    assert "chunks.reclaim: done" in recovered.out, recovered.text
+    assert pack_bytes(site) < NOISE * 1.5, "the pruned backup's chunks are still stored"
