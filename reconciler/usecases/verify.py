@@ -174,12 +174,13 @@ def _verify_configuration(
     from reconciler.backup.verify import verify_backup  # here: other commands never need it
 
     known = known_thumbprints(repository)
+    # The private key unwraps the repository's index key itself: a host holding
+    # it needs no spec.encryption.indexKey (whose secret may not be there).
+    index_key = None if ring is not None else configured_index_key(config)
     checked: list[CheckedBackup] = []
     with tempfile.TemporaryDirectory(prefix="backupctl-verify-") as work:
         for record in selected:
-            result = verify_backup(
-                repository, record.id, ring, known, Path(work), configured_index_key(config)
-            )
+            result = verify_backup(repository, record.id, ring, known, Path(work), index_key)
             checked.append(CheckedBackup(config.name, result, record.status))
             if on_checked is not None:
                 on_checked(checked[-1])

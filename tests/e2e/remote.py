@@ -32,13 +32,14 @@ QUICKSTART_RETENTION = "  retention:\n    days: 7\n    minBackups: 2\n"
 QUICKSTART_TRIGGER = '  trigger: ""\n'
 
 SOURCE_OBJECTS = {
-    "deployment-inputs": "deployment-inputs.tar.zst.enc",
-    "root-ca": "root-ca.tar.zst.enc",
-    "identity": "identity.tar.zst.enc",
-    "resource-manager": "resource-manager.sqlite.zst.enc",
-    "key-vault": "key-vault.dump.zst.enc",
+    "deployment-inputs": "deployment-inputs.files.chunks",
+    "root-ca": "root-ca.files.chunks",
+    "identity": "identity.files.chunks",
+    "resource-manager": "resource-manager.sqlite.chunks",
+    "key-vault": "key-vault.command.chunks",
 }
-"""The quickstart's sources and the object each one becomes in a backup folder."""
+"""The quickstart's sources and the object each one becomes in a backup folder: its
+chunk list (format 2; the chunks themselves are records in ``packs/``)."""
 
 SLOW_SOURCE = """\
     - name: slow-dump
@@ -278,3 +279,44 @@ def stop_when(
     finally:
         done.set()
         thread.join()
+
+
+@dataclass(frozen=True)
+class Format2Objects:
+    """A format 2 repository's files ({path inside the repository: content}) by kind."""
+
+    files: Mapping[str, bytes]
+
+    def under(self, folder: str, suffix: str = "") -> dict[str, bytes]:
+        return {k: v for k, v in self.files.items() if k.startswith(folder) and k.endswith(suffix)}
+
+    @property
+    def packs(self) -> dict[str, bytes]:
+        return self.under("packs/", ".pack")
+
+    @property
+    def index(self) -> dict[str, bytes]:
+        return self.under("index/")
+
+    @property
+    def data_keys(self) -> dict[str, bytes]:
+        return self.under("keys/data/", ".json")
+
+    def backup(self, backup_id: str) -> set[str]:
+        prefix = f"backups/{backup_id}/"
+        return {k[len(prefix) :] for k in self.files if k.startswith(prefix)}
+
+
+def assert_format2_layout(files: Mapping[str, bytes], backup_ids: Iterable[str]) -> Format2Objects:
+    """``files`` is a format 2 repository holding ``backup_ids``: the format marker,
+    the index key record, data key records, packs, an index, and in each backup
+    folder its manifest and one chunk list per source (no whole objects)."""
+    stored = Format2Objects(files)
+    assert json.loads(files["format.json"])["version"] == 2
+    assert "keys/index.json" in files
+    assert stored.data_keys and stored.packs, sorted(files)
+    assert any(k.startswith("index/deltas/") or k.startswith("index/shards/") for k in files)
+    for backup_id in backup_ids:
+        assert stored.backup(backup_id) == {"manifest.json", *SOURCE_OBJECTS.values()}
+    assert not [k for k in files if k.endswith(".zst.enc")], "a whole (format 1) object"
+    return stored

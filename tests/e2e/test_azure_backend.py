@@ -28,6 +28,7 @@ from tests.e2e.remote import (
     SLOW_SOURCE,
     SOURCE_OBJECTS,
     Cli,
+    assert_format2_layout,
     assert_no_secret,
     assert_one_sentence,
     catalog,
@@ -150,9 +151,10 @@ def test_backup_lands_in_the_share_restores_byte_for_byte_and_is_pruned(
     site = on_azure(cli, emulator, retention=(1, 1))
     old = first_backup(cli)
 
-    # In the emulator: the repository files and one encrypted object per source.
+    # In the emulator: the repository files, packs, the index, key records, and
+    # one chunk list per source.
     assert {"format.json", "settings.json", "catalog.json"} <= set(site.files())
-    assert site.backup_objects(old) == {"manifest.json", *SOURCE_OBJECTS.values()}
+    assert_format2_layout(site.files(), [old])
     plaintext = vault_export(cli.workspace)
     assert all(plaintext not in data for data in site.files().values()), "stored unencrypted"
 
@@ -280,12 +282,15 @@ def test_throttling_a_lost_commit_answer_and_a_dropped_download_are_retried(
     assert lost.hits == 1
     assert "manifest.json" in site.backup_objects(backup)
 
-    # The first download of the key-vault object is cut off after 16 bytes.
+    # The first download of the key-vault chunk list, and the first read of a
+    # pack, are each cut off after 16 bytes.
     emulator.clear_log()
     obj = f"{site.repository}backups/{backup}/{SOURCE_OBJECTS['key-vault']}"
     dropped = emulator.inject(method="GET", path_contains=obj, drop_after=16)
+    packs = f"{site.repository}packs/"
+    dropped_pack = emulator.inject(method="GET", path_contains=packs, drop_after=16)
     cli.restore_and_compare(tmp_path / "restored")
-    assert dropped.hits == 1
+    assert dropped.hits == 1 and dropped_pack.hits == 1
     downloads = [r for r in emulator.requests if r.method == "GET" and r.path.endswith(obj)]
     assert len(downloads) == 2, downloads
     site.assert_no_secret_stored(cli)
@@ -304,14 +309,17 @@ def test_a_full_share_fails_the_backup_in_one_sentence_and_the_next_apply_succee
     before = site.files()
 
     full = cli.apply()
-    assert_one_sentence(full, f"the file share {share} is full (quota reached)", "big-dump")
+    # The run's new chunks go to one pack, written once every source is read.
+    assert_one_sentence(full, f"the file share {share} is full (quota reached)", "packs/")
     # The earlier backup is intact, byte for byte, and still listed.
     after = site.files()
     assert {k: v for k, v in after.items() if first in k} == {
         k: v for k, v in before.items() if first in k
     }
     assert catalog(after["catalog.json"]).get(first) == "Succeeded"
-    failed_leftovers = after.keys() - before.keys()
+    # The failed run's data key record stays (format 2 never deletes one; it
+    # is a few hundred bytes and decrypts nothing without the private key).
+    failed_leftovers = {k for k in after.keys() - before.keys() if not k.startswith("keys/data/")}
 
     emulator.set_quota(share, None)
     retried = cli.apply()

@@ -170,3 +170,19 @@ def test_a_literal_index_key_is_refused_without_repeating_it(
     result = run("validate", "-f", workspace.config)
     assert_one_clear_error(result, "spec.encryption.indexKey", "{env: NAME}")
     assert literal not in result.text and literal[:8] not in result.text
+
+
+def test_verify_with_the_private_key_needs_no_configured_index_key(
+    workspace: Workspace, run: Runner, tmp_path: Path
+) -> None:
+    index_key = tmp_path / "index.key"
+    assert run("keys", "create", "--index-key", index_key).code == 0
+    use_index_key(workspace, "{env: BACKUPCTL_INDEX_KEY}")
+    made = run("apply", "-f", workspace.config, env={"BACKUPCTL_INDEX_KEY": index_key.read_text()})
+    assert made.code == 0, made.text
+    # A restore host holds the private key, not the index key's secret.
+    verified = run(
+        "verify", "-f", workspace.config, "--backup", "all", "--key", workspace.private_key
+    )
+    assert verified.code == 0, verified.text
+    assert "1 intact, 0 failed" in verified.out, verified.text

@@ -23,6 +23,7 @@ from tests.e2e.remote import (
     SLOW_SOURCE,
     SOURCE_OBJECTS,
     Cli,
+    assert_format2_layout,
     assert_no_secret,
     assert_one_sentence,
     catalog,
@@ -140,15 +141,15 @@ def test_backup_lands_on_the_share_restores_byte_for_byte_and_is_pruned(
     site = on_samba(cli, samba_server, retention=(1, 1))
     old = first_backup(cli)
 
-    # On the share: the repository files and one encrypted object per source.
+    # On the share: the repository files, packs, the index, key records, and
+    # one chunk list per source.
     assert {p.name for p in site.repository.iterdir()} >= {
         "format.json",
         "settings.json",
         "catalog.json",
         "backups",
     }
-    stored = {p.name for p in site.backup_dir(old).iterdir()}
-    assert stored == {"manifest.json", *SOURCE_OBJECTS.values()}
+    assert_format2_layout(share_files(site.repository), [old])
     plaintext = vault_export(cli.workspace)
     assert all(plaintext not in data for data in site.files().values()), "stored unencrypted"
 
