@@ -82,7 +82,12 @@ def keys_for(
         for wrapped in data_key_record.wrapped:
             private = ring.find(wrapped.public_key_sha256)
             if private is not None:
-                return unwrap_data_key(wrapped, private)
+                try:
+                    return unwrap_data_key(wrapped, private)
+                except IntegrityError as exc:
+                    raise IntegrityError(
+                        f"the data key record keys/data/{key_id}.json of {where} is damaged: {exc}"
+                    ) from None
         needed = ", ".join(w.thumbprint for w in data_key_record.wrapped)
         raise WrongKeyError(
             f"data key {key_id} of {where} was wrapped to certificate {needed}, and no key"

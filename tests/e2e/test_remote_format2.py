@@ -405,11 +405,6 @@ def test_reclaiming_killed_after_the_index_switch_loses_no_kept_chunk(site: Site
     assert_restores(site, {second: region, third: sample_region(site.cli.workspace)})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product gap: chunks.reclaim is planned only after a prune or an interrupted"
-    " run, so the packs an interrupted reclaim doomed stay until the next prune",
-)
 def test_reclaiming_killed_after_the_index_switch_is_finished_by_the_next_apply(
     site: Site,
 ) -> None:
