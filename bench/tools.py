@@ -145,6 +145,8 @@ class Backupctl(Tool):
         # each start, which no real installation pays.
         self.env.pop("PYTHONDONTWRITEBYTECODE", None)
         self.env.pop("BACKUPCTL_FAILPOINTS", None)
+        # The file cache of a run's repository goes beside the run, not into ~/.cache.
+        self.env.setdefault("BACKUPCTL_CACHE_DIR", str(scratch / "cache"))
 
     def setup(self) -> None:
         """Make the key pair once, and compile the package (untimed)."""
