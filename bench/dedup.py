@@ -157,6 +157,7 @@ class Step:
     day: int
     seconds: float
     peak_rss_kib: int
+    cpu_seconds: float
     stored_bytes: int
     added_bytes: int
     load: float
@@ -183,6 +184,7 @@ class Recorder:
                 day,
                 measured.seconds,
                 measured.peak_rss_kib,
+                measured.cpu_seconds,
                 after,
                 after - before,
                 load,
@@ -193,14 +195,26 @@ class Recorder:
         os.sync()
         load = os.getloadavg()[0]
         measured = run()
-        return self._add(Step(tool, step, day, measured.seconds, measured.peak_rss_kib, 0, 0, load))
+        return self._add(
+            Step(
+                tool,
+                step,
+                day,
+                measured.seconds,
+                measured.peak_rss_kib,
+                measured.cpu_seconds,
+                0,
+                0,
+                load,
+            )
+        )
 
     def _add(self, step: Step) -> Step:
         self.steps.append(step)
         added = f"  added {step.added_bytes / 1e6:9.2f} MB" if step.stored_bytes else ""
         print(
             f"  day {step.day:2} {step.tool:9} {step.step:22} {step.seconds:7.2f} s"
-            f"  RSS {step.peak_rss_kib / 1024:5.0f} MiB{added}"
+            f" (CPU {step.cpu_seconds:5.2f} s)  RSS {step.peak_rss_kib / 1024:5.0f} MiB{added}"
         )
         return step
 

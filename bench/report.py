@@ -280,9 +280,9 @@ PROFILES = """\
 
 def _dedup_steps(steps: list[dict[str, Any]], total: int) -> str:
     rows = [
-        "| day | tool | step | time (s) | peak RSS (MiB) | stored after (MB) | added (MB)"
+        "| day | tool | step | time (s) | CPU (s) | peak RSS (MiB) | stored after (MB) | added (MB)"
         " | added (% of the set) | load before |",
-        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for s in steps:
         sizes = ["", "", ""]
@@ -294,7 +294,8 @@ def _dedup_steps(steps: list[dict[str, Any]], total: int) -> str:
             ]
         rows.append(
             f"| {s['day']} | {s['tool']} | {_cell(s['step'])} | {s['seconds']:.2f}"
-            f" | {_mib(s['peak_rss_kib'])} | {' | '.join(sizes)} | {s['load']:.2f} |"
+            f" | {s.get('cpu_seconds', '-')} | {_mib(s['peak_rss_kib'])}"
+            f" | {' | '.join(sizes)} | {s['load']:.2f} |"
         )
     return "\n".join(rows)
 
