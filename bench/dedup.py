@@ -411,8 +411,10 @@ def _step(steps: list[dict[str, Any]], tool: str, step: str) -> dict[str, Any] |
     )
 
 
-def _median_seconds(steps: list[dict[str, Any]], tool: str, step: str) -> list[float]:
-    return [s["seconds"] for s in steps if s["tool"] == tool and s["step"] == step]
+def _tool_steps(steps: list[dict[str, Any]], tool: str, step: str) -> list[dict[str, Any]]:
+    """The step in every round, by round number."""
+    found = [s for s in steps if s["tool"] == tool and s["step"] == step]
+    return sorted(found, key=lambda s: s["round"])
 
 
 def summarize(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -423,16 +425,21 @@ def summarize(result: dict[str, Any]) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
 
     def ratio(name: str, step: str, limit: float) -> None:
-        ours = _median_seconds(steps, "backupctl", step)
-        theirs = _median_seconds(steps, "restic", step)
+        ours = _tool_steps(steps, "backupctl", step)
+        theirs = _tool_steps(steps, "restic", step)
         if ours and theirs and not large:
-            value = statistics.median(ours) / statistics.median(theirs)
-            rounds = ", ".join(f"{a / b:.2f}" for a, b in zip(ours, theirs, strict=True))
+            wall = [statistics.median(s["seconds"] for s in t) for t in (ours, theirs)]
+            cpu = [statistics.median(s.get("cpu_seconds", 0) for s in t) for t in (ours, theirs)]
+            value = wall[0] / wall[1]
+            rounds = ", ".join(
+                f"{a['seconds'] / b['seconds']:.2f}" for a, b in zip(ours, theirs, strict=True)
+            )
+            cpu_ratio = f"; CPU {cpu[0] / cpu[1]:.2f}x" if cpu[1] else ""
             found.append(
                 {
                     "target": name,
-                    "value": f"{value:.2f}x (medians {statistics.median(ours):.2f} s /"
-                    f" {statistics.median(theirs):.2f} s; rounds {rounds})",
+                    "value": f"{value:.2f}x (medians {wall[0]:.2f} s / {wall[1]:.2f} s;"
+                    f" each round {rounds}{cpu_ratio})",
                     "met": value <= limit,
                 }
             )
