@@ -28,8 +28,14 @@ the catalog), ``prune-deleting`` (a doomed manifest deleted, its objects not),
 ``cleanup`` (leftovers removed, the catalog not yet rewritten), ``lock-stale``
 (a stale lock was read), ``lock-takeover`` (its takeover claimed),
 ``migrate-object`` (one object of a migrated backup copied, its manifest not yet)
-and ``restore-staged`` (every source restored into its staging folder, none
-moved into place).
+``restore-staged`` (every source restored into its staging folder, none
+moved into place), and for format 2: ``pack-written`` (a pack stored, the
+run's index delta not yet), ``reclaim-shards-written`` (new index shards
+written, the pointer not yet switched), ``reclaim-pointer-written`` (the
+pointer switched, old deltas and shards not yet deleted),
+``reclaim-index-switched`` (the index no longer names the doomed packs, which
+still exist), ``upgrade-key-written`` (the index key stored, the format marker
+still 1) and ``rewrap-data-key`` (one data key record re-wrapped).
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 Backup:  source -> (tar boundaries) -> chunker -> keyed id -> known? -> list
                                                           new -> zstd + AES-GCM (workers) -> pack
+         large file unchanged (file cache) -> its cached ids ------------> list
 Restore: chunk list -> index -> record ranges (read ahead) -> decrypt, check id -> plaintext
 
 The stream is byte for byte what format 1 stores, so restoring and verifying
@@ -19,19 +20,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, TypeVar, cast
 
+from reconciler.backup.cached_files import CachedFiles, SourceCache
+from reconciler.backup.pipeline import tuned_for_throughput
 from reconciler.dedup.boundaries import ChunkFeeder, FileContent, TarBoundarySink
 from reconciler.dedup.chunk_id import chunk_id, chunk_id_hex
 from reconciler.dedup.chunk_list import ChunkListWriter, read_chunk_list
 from reconciler.dedup.chunker import SMALL_RUN_PARAMS, Chunk, Chunker
+from reconciler.dedup.file_cache import CachedChunk
 from reconciler.dedup.index import IndexEntry
 from reconciler.dedup.keys import DerivedKeys
 from reconciler.dedup.pack import open_record, record_key_id, seal_record, short_id
-from reconciler.errors import IntegrityError, ObjectNotFoundError
+from reconciler.errors import IntegrityError, ObjectNotFoundError, WrongKeyError
 from reconciler.failpoints import failpoint
 from reconciler.repository.chunkstore import ChunkWriter
 from reconciler.repository.objects import BackupObject
 from reconciler.repository.records import StoredObject
 from reconciler.repository.store import Repository
+from reconciler.sources.known_files import KnownFiles
 from reconciler.streams import ByteSink
 
 if TYPE_CHECKING:
@@ -39,8 +44,11 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-SEALING_AHEAD = 8
-"""Chunks being compressed and encrypted at once (bounded memory: 8 x 4 MiB at most)."""
+SEALING_AHEAD_BYTES = 16 << 20
+"""Plaintext being named and sealed at once: the memory in flight, whatever
+the chunk sizes (a few big chunks or many small ones between files)."""
+SEALING_AHEAD = 64
+"""At most this many chunks in flight (the file cache's chunks count too)."""
 READING_AHEAD = 8
 """Records fetched and decrypted ahead of the restore's reader."""
 
@@ -63,6 +71,10 @@ class ChunkedSource:
     """Stored bytes of every chunk the source references (what a restore reads)."""
     added_bytes: int
     """Stored bytes this source added to the repository."""
+    skipped_files: int = 0
+    """Large files not read: the file cache knew their chunks."""
+    skipped_bytes: int = 0
+    """Their content's size."""
 
 
 @dataclass(frozen=True)
@@ -74,8 +86,24 @@ class RunKeys:
     data_key: bytes
 
 
+@dataclass(frozen=True)
+class _InFlight:
+    """A chunk on its way to the list: being named and sealed, or known."""
+
+    length: int
+    future: Future[tuple[bytes, bytes | None]] | None
+    content: FileContent | None
+    offset: int
+    ident: bytes = b""
+    """The id of a chunk the file cache gave (``future`` is None)."""
+
+
 class _ChunkSink:
-    """Takes chunks in stream order; seals new ones on workers, lists every one."""
+    """Takes chunks in stream order; lists every one.
+
+    Workers name each chunk (keyed BLAKE3) and seal it when it is not stored
+    yet, so the thread reading the source only reads and cuts. Two equal
+    chunks in flight at once may both be sealed; the writer stores one."""
 
     def __init__(
         self,
@@ -84,34 +112,55 @@ class _ChunkSink:
         listing: ChunkListWriter,
         pool: ThreadPoolExecutor,
         on_bytes: Callable[[int], None] | None,
+        files: CachedFiles | None = None,
     ) -> None:
         self._writer = writer
+        self._files = files
         self._keys = keys
         self._listing = listing
         self._pool = pool
         self._on_bytes = on_bytes
-        self._inflight: deque[tuple[bytes, int, Future[bytes] | None]] = deque()
+        self._inflight: deque[_InFlight] = deque()
+        self._inflight_bytes = 0
         self.chunks = 0
         self.referenced = 0
         self.added = 0
 
     def take(self, chunk: Chunk, content: FileContent | None = None) -> None:
-        data = chunk.data
-        ident = chunk_id(self._keys.derived.chunk_id_key, data)
-        future: Future[bytes] | None = None
-        if self._writer.stored_length(ident) is None:
-            future = self._pool.submit(
-                seal_record, ident, data, self._keys.key_id, self._keys.data_key
-            )
-        self._inflight.append((ident, len(data), future))
-        while len(self._inflight) > SEALING_AHEAD:
+        future = self._pool.submit(self._name_and_seal, chunk.data)
+        self._inflight.append(_InFlight(len(chunk.data), future, content, chunk.offset))
+        self._inflight_bytes += len(chunk.data)
+        while len(self._inflight) > SEALING_AHEAD or self._inflight_bytes > SEALING_AHEAD_BYTES:
             self._settle()
 
+    def _name_and_seal(self, data: bytes) -> tuple[bytes, bytes | None]:
+        """On a worker: the chunk's id, and its record when it is not stored yet."""
+        ident = chunk_id(self._keys.derived.chunk_id_key, data)
+        if self._writer.stored_length(ident) is not None:
+            return ident, None
+        return ident, seal_record(ident, data, self._keys.key_id, self._keys.data_key)
+
+    def take_known(self, content: FileContent) -> None:
+        """List a skipped file's cached chunks (each still stored: the cache
+        checked), counted as referenced, not added."""
+        if self._files is None:
+            raise ValueError("content was skipped without a file cache")
+        for cached in self._files.chunks_of(content):
+            self._inflight.append(_InFlight(cached.length, None, None, 0, cached.id))
+            while len(self._inflight) > SEALING_AHEAD:
+                self._settle()
+
     def _settle(self) -> None:
-        ident, length, future = self._inflight.popleft()
-        if future is not None:
+        item = self._inflight.popleft()
+        record: bytes | None = None
+        if item.future is not None:
+            self._inflight_bytes -= item.length
+            ident, record = item.future.result()
+        else:
+            ident = item.ident
+        if record is not None:
             before = self._writer.stats.new_bytes
-            stored = self._writer.add(ident, future.result())
+            stored = self._writer.add(ident, record)
             added = self._writer.stats.new_bytes - before
             self.added += added
             if self._on_bytes is not None and added:
@@ -120,13 +169,31 @@ class _ChunkSink:
             known = self._writer.stored_length(ident)
             assert known is not None
             stored = known
+        if item.content is not None and self._files is not None:
+            self._files.chunk_read(item.content, item.offset, CachedChunk(ident, item.length))
         self.referenced += stored
         self.chunks += 1
-        self._listing.add(ident, length)
+        self._listing.add(ident, item.length)
 
     def drain(self) -> None:
         while self._inflight:
             self._settle()
+
+
+class _SkippingTree:
+    """The files source's ``KnownFiles``: the file cache answers, the tar
+    stream's boundary sink is told where content is skipped."""
+
+    def __init__(self, files: CachedFiles, stream: TarBoundarySink) -> None:
+        self._files = files
+        self._stream = stream
+        self.min_size = files.min_size
+
+    def known(self, name: bytes, st: os.stat_result, /) -> bool:
+        return self._files.known(name, st)
+
+    def skip(self, size: int, /) -> None:
+        self._stream.skip(size)
 
 
 class _StreamFeeder:
@@ -144,33 +211,44 @@ def store_chunked(
     list_object: BackupObject,
     writer: ChunkWriter,
     keys: RunKeys,
-    produce: Callable[[ByteSink], T],
+    produce: Callable[[ByteSink, KnownFiles | None], T],
     tar_stream: bool,
     on_bytes: Callable[[int], None] | None = None,
+    file_cache: SourceCache | None = None,
 ) -> tuple[ChunkedSource, T]:
     """Run ``produce`` with a sink whose stream is stored as chunks; write its chunk list.
 
     ``tar_stream`` says the stream is a files source's tar, whose file
-    boundaries the chunker follows. New chunks go to ``writer`` (indexed
-    when the run's writer finishes); the chunk list object is committed
-    when ``produce`` returns, and removed on any exception."""
+    boundaries the chunker follows; with ``file_cache`` too, ``produce`` is
+    given a ``KnownFiles`` through which unchanged large files are not read
+    (and the files it reads are remembered in the cache). New chunks go to
+    ``writer`` (indexed when the run's writer finishes); the chunk list
+    object is committed when ``produce`` returns, and removed on any
+    exception."""
     with (
+        tuned_for_throughput(),
         ThreadPoolExecutor(_workers(), thread_name_prefix="seal") as pool,
         list_object.open_write() as raw,
     ):
         measured = _Measured(raw)
         listing = ChunkListWriter(measured, keys.derived.index_encryption_key)
-        sink = _ChunkSink(writer, keys, listing, pool, on_bytes)
+        files = CachedFiles(file_cache, writer) if tar_stream and file_cache is not None else None
+        sink = _ChunkSink(writer, keys, listing, pool, on_bytes, files)
         # A tar stream's large files are whole chunk runs, with smaller chunks
         # between them (headers and small files); other streams are one run.
         chunker = Chunker(
             keys.derived.chunker_seed, between_files=SMALL_RUN_PARAMS if tar_stream else None
         )
-        feeder = ChunkFeeder(chunker, sink.take)
+        feeder = ChunkFeeder(chunker, sink.take, sink.take_known)
         target: TarBoundarySink | _StreamFeeder = (
             TarBoundarySink(feeder) if tar_stream else _StreamFeeder(feeder)
         )
-        result = produce(cast(ByteSink, target))
+        known = (
+            _SkippingTree(files, target)
+            if files is not None and isinstance(target, TarBoundarySink)
+            else None
+        )
+        result = produce(cast(ByteSink, target), known)
         if isinstance(target, TarBoundarySink):
             target.close()
         feeder.finish()
@@ -178,7 +256,8 @@ def store_chunked(
         listing.close()
         failpoint("object-upload")
     stored = StoredObject(list_object.name, measured.size, measured.sha256.hexdigest())
-    return ChunkedSource(stored, sink.chunks, sink.referenced, sink.added), result
+    skipped = (files.hits, files.skipped_bytes) if files is not None else (0, 0)
+    return ChunkedSource(stored, sink.chunks, sink.referenced, sink.added, *skipped), result
 
 
 class _Measured:
@@ -206,6 +285,14 @@ class DataKeys:
         if key is None:
             key = self._keys[key_id] = self._unwrap(key_id.hex())
         return key
+
+    def available(self, key_id: bytes) -> bool:
+        """Whether the key can be had (unwrapping it if not yet done)."""
+        try:
+            self(key_id)
+        except (WrongKeyError, IntegrityError):
+            return False
+        return True
 
 
 def chunk_ids(
@@ -239,19 +326,35 @@ class _MeasuredReader:
 
 def read_chunk(
     repository: Repository,
-    index_lookup: Callable[[bytes], IndexEntry | None],
+    index_lookup: Callable[[bytes], list[IndexEntry]],
     ident: bytes,
     keys: DerivedKeys,
     data_keys: DataKeys,
 ) -> tuple[bytes, int]:
     """One chunk's plaintext, authenticated and checked against its keyed id, and
-    its stored length."""
-    entry = index_lookup(ident)
-    if entry is None:
+    its stored length.
+
+    A chunk stored under several data keys (again under a rotated
+    certificate's) is read from the first place whose key the caller has."""
+    places = index_lookup(ident)
+    if not places:
         raise IntegrityError(
             f"chunk {chunk_id_hex(ident)[:16]} is missing from the index of"
             f" {repository.description}"
         )
+    for entry in places[:-1]:
+        if data_keys.available(entry.key_id):
+            return _read_at(repository, entry, ident, keys, data_keys)
+    return _read_at(repository, places[-1], ident, keys, data_keys)
+
+
+def _read_at(
+    repository: Repository,
+    entry: IndexEntry,
+    ident: bytes,
+    keys: DerivedKeys,
+    data_keys: DataKeys,
+) -> tuple[bytes, int]:
     label = repository.pack_label(entry.pack_id)
     try:
         record = repository.read_record(entry)
@@ -279,7 +382,7 @@ def open_chunked(
     ids = chunk_ids(list_object, expected, keys)
 
     def fetch(ident: bytes, length: int) -> bytes:
-        data, stored = read_chunk(repository, index.lookup, ident, keys, data_keys)
+        data, stored = read_chunk(repository, index.lookup_all, ident, keys, data_keys)
         if len(data) != length:
             raise IntegrityError(
                 f"chunk {chunk_id_hex(ident)[:16]} of {list_object.label} has {len(data)} bytes,"
@@ -289,7 +392,10 @@ def open_chunked(
             on_bytes(stored)
         return data
 
-    with ThreadPoolExecutor(_workers(), thread_name_prefix="fetch") as pool:
+    with (
+        tuned_for_throughput(),
+        ThreadPoolExecutor(_workers(), thread_name_prefix="fetch") as pool,
+    ):
         reader = _ChunkReader(pool, ids, fetch)
         try:
             yield cast(BinaryIO, reader)

@@ -9,14 +9,18 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from reconciler.backup.cached_files import SourceCache
 from reconciler.backup.chunked import RunKeys, store_chunked
 from reconciler.backup.pipeline import BytesCallback, store_object
 from reconciler.crypto.envelope import new_data_key, wrap_data_key
-from reconciler.errors import IntegrityError, SourceError
+from reconciler.dedup.file_cache import FileCache, cache_dir
+from reconciler.dedup.keys import IndexKey
+from reconciler.errors import IntegrityError, SourceError, StorageError
 from reconciler.failpoints import failpoint
 from reconciler.repository.chunkstore import ChunkWriter
 from reconciler.repository.keyfiles import KEY_ID_BYTES, DataKeyRecord, backup_index_key
@@ -61,11 +65,20 @@ def run_backup(
 
     A failing source is recorded in the result (PartiallySucceeded or Failed).
     Raises StorageError when the storage fails; then nothing is committed and
-    what was written is removed when possible."""
+    what was written is removed when possible.
+
+    Format 2 uses the backup host's file cache (``cache_dir``, one file per
+    repository): unchanged large files are not read. The cache this run
+    writes replaces the old one only when the backup is committed with at
+    least one source stored; a cache that cannot be read or written costs
+    time (a warning in the log), never the backup."""
     certificate = config.encryption.certificate
     data_key = new_data_key()
     # Format 2: the index key is checked before anything is written.
-    chunking = _run_keys(repository, config, data_key) if repository.format_version >= 2 else None
+    index_key = _index_key(repository, config) if repository.format_version >= 2 else None
+    chunking = None
+    if index_key is not None:
+        chunking = RunKeys(index_key.derive(), os.urandom(KEY_ID_BYTES), data_key)
     started = time.monotonic()
     record = BackupRecord(
         id=new_backup_id(created_at),
@@ -81,42 +94,58 @@ def run_backup(
         wrapped_key=None if chunking is not None else wrap_data_key(data_key, certificate),
     )
     env = environment_without_secrets(config)
-    if chunking is not None:
-        repository.write_data_key(
-            DataKeyRecord(chunking.key_id.hex(), (wrap_data_key(data_key, certificate),))
-        )
     pending = repository.begin_backup(record)
     failpoint("backup-started")
-    try:
-        results = []
-        writer = None if chunking is None else repository.chunk_writer(chunking.derived, record.id)
-        with tempfile.TemporaryDirectory(prefix="backupctl-") as work:
-            for source in config.sources:
-                if on_source:
-                    expected = _last_size(pending.others, source.name)
-                    on_source(SourceEvent(source.name, None, expected))
-                if writer is not None and chunking is not None:
-                    result = _chunk_source(
-                        pending, source, writer, chunking, Path(work), env, on_bytes
-                    )
-                else:
-                    result = _back_up_source(pending, source, data_key, Path(work), env, on_bytes)
-                results.append(result)
-                if on_source:
-                    on_source(SourceEvent(source.name, result))
-        if writer is not None:
-            writer.finish()  # the run's chunks are indexed before its manifest names them
-        elapsed = timedelta(seconds=round(time.monotonic() - started, 3))
-        record = replace(
-            record,
-            status=status_of_sources(tuple(results)),
-            sources=tuple(results),
-            completed_at=created_at + elapsed,
-        )
-    except BaseException:
-        pending.abandon()
-        raise
-    pending.commit(record)
+    writer = None
+    with (
+        FileCache(cache_dir(os.environ), index_key, repository.description)
+        if index_key is not None
+        else nullcontext(None)
+    ) as file_cache:
+        try:
+            results = []
+            if chunking is not None:
+                usable = repository.data_keys_wrapped_to(certificate.public_key_sha256)
+                key_record = DataKeyRecord(
+                    chunking.key_id.hex(), (wrap_data_key(data_key, certificate),)
+                )
+                writer = repository.chunk_writer(chunking.derived, record.id, usable, key_record)
+            with tempfile.TemporaryDirectory(prefix="backupctl-") as work:
+                for source in config.sources:
+                    if on_source:
+                        expected = _last_size(pending.others, source.name)
+                        on_source(SourceEvent(source.name, None, expected))
+                    if writer is not None and chunking is not None:
+                        cache = None if file_cache is None else SourceCache(file_cache, source.name)
+                        result = _chunk_source(
+                            pending, source, writer, chunking, Path(work), env, on_bytes, cache
+                        )
+                    else:
+                        result = _back_up_source(
+                            pending, source, data_key, Path(work), env, on_bytes
+                        )
+                    results.append(result)
+                    if on_source:
+                        on_source(SourceEvent(source.name, result))
+            if writer is not None:
+                writer.finish()  # the run's chunks are indexed before its manifest names them
+            elapsed = timedelta(seconds=round(time.monotonic() - started, 3))
+            record = replace(
+                record,
+                status=status_of_sources(tuple(results)),
+                sources=tuple(results),
+                completed_at=created_at + elapsed,
+            )
+        except BaseException:
+            if writer is not None:
+                writer.abandon()
+            pending.abandon()
+            raise
+        pending.commit(record)
+        # The new cache names only chunks this committed backup references
+        # (a run that stored nothing keeps the old cache, which is as good).
+        if file_cache is not None and record.status is not BackupStatus.FAILED:
+            file_cache.commit()
     return record
 
 
@@ -149,12 +178,11 @@ def _back_up_source(
     )
 
 
-def _run_keys(repository: Repository, config: BackupConfiguration, data_key: bytes) -> RunKeys:
+def _index_key(repository: Repository, config: BackupConfiguration) -> IndexKey:
     record = repository.read_index_key()
     if record is None:
         raise IntegrityError(f"{repository.description} is format 2 but keeps no index key")
-    index_key = backup_index_key(record, configured_index_key(config), repository.description)
-    return RunKeys(index_key.derive(), os.urandom(KEY_ID_BYTES), data_key)
+    return backup_index_key(record, configured_index_key(config), repository.description)
 
 
 def _chunk_source(
@@ -165,6 +193,7 @@ def _chunk_source(
     work: Path,
     env: dict[str, str],
     on_bytes: BytesCallback | None = None,
+    file_cache: SourceCache | None = None,
 ) -> SourceResult:
     kind = kind_of(source)
     try:
@@ -172,12 +201,16 @@ def _chunk_source(
             pending.object(chunk_list_name(source.name, source.kind)),
             writer,
             keys,
-            lambda out: kind.produce(source, out, work, env),
+            lambda out, known: kind.produce(source, out, work, env, known),
             kind.stream_is_tar,
             on_bytes,
+            file_cache,
         )
     except SourceError as exc:
         return SourceResult(source.name, source.kind, SourceStatus.FAILED, 0, 0, 0, str(exc), None)
+    except StorageError as exc:
+        # Packs are shared by sources: say which source was being stored.
+        raise type(exc)(f"while storing source {source.name}: {exc}") from None
     return SourceResult(
         name=source.name,
         kind=source.kind,

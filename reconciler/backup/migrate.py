@@ -14,6 +14,7 @@ from reconciler.dedup.keys import DerivedKeys
 from reconciler.dedup.pack import record_key_id
 from reconciler.errors import ConfigError, IntegrityError
 from reconciler.failpoints import failpoint
+from reconciler.repository.chunkstore import ChunkIndex, ChunkWriter
 from reconciler.repository.objects import BackupObject
 from reconciler.repository.records import BackupRecord
 from reconciler.repository.store import Repository
@@ -69,6 +70,23 @@ def _copy_chunks(
     """Copy the chunks of ``record`` that ``target`` lacks; return the stored bytes copied."""
     source_index = source.chunk_index(keys)
     writer = target.chunk_writer(keys, record.id)
+    try:
+        copied = _copy_missing(source, target, source_index, writer, record, keys)
+    except BaseException:
+        writer.abandon()
+        raise
+    writer.finish()
+    return copied
+
+
+def _copy_missing(
+    source: Repository,
+    target: Repository,
+    source_index: ChunkIndex,
+    writer: ChunkWriter,
+    record: BackupRecord,
+    keys: DerivedKeys,
+) -> int:
     copied_keys: set[bytes] = set()
     copied = 0
     for result in record.sources:
@@ -90,7 +108,6 @@ def _copy_chunks(
                 target.write_data_key(source.read_data_key(key_id.hex()))
                 copied_keys.add(key_id)
             copied += writer.add(ident, stored)
-    writer.finish()
     return copied
 
 

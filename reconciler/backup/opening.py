@@ -68,7 +68,11 @@ def keys_for(
     index_record = repository.read_index_key()
     if index_record is None:
         raise IntegrityError(f"{where} holds format 2 backups but no index key record")
-    derived = unwrap_index_key(index_record, ring, where).derive()
+    try:
+        derived = unwrap_index_key(index_record, ring, where).derive()
+    except WrongKeyError:
+        needed = index_record.wrapped[0].thumbprint
+        raise WrongKeyError(_no_key_given(record.id, needed, ring, key_thumbprints)) from None
 
     def unwrap(key_id: str) -> bytes:
         try:
@@ -103,6 +107,14 @@ def data_key_for(record: BackupRecord, ring: KeyRing, key_thumbprints: dict[str,
     key = ring.find(wrapped.public_key_sha256)
     if key is not None:
         return unwrap_data_key(wrapped, key)
+    raise WrongKeyError(_no_key_given(record.id, wrapped.thumbprint, ring, key_thumbprints))
+
+
+def _no_key_given(
+    backup_id: str, needed: str, ring: KeyRing, key_thumbprints: dict[str, str]
+) -> str:
+    """Why no key of ``ring`` opens the backup: the certificate it needs and what each
+    key offered belongs to."""
     offered = ", ".join(
         f"{k.path} belongs to certificate"
         f" {key_thumbprints.get(k.public_key_sha256, 'unknown to this repository')}"
@@ -110,8 +122,8 @@ def data_key_for(record: BackupRecord, ring: KeyRing, key_thumbprints: dict[str,
     )
     # Files of a key folder that could not be loaded may be the one needed.
     skipped = "".join(f"; {reason}" for reason in ring.unusable)
-    raise WrongKeyError(
-        f"backup {record.id} was encrypted to certificate {wrapped.thumbprint}, and no key"
-        f" given belongs to it ({offered}); pass the private key of {wrapped.thumbprint}"
+    return (
+        f"backup {backup_id} was encrypted to certificate {needed}, and no key"
+        f" given belongs to it ({offered}); pass the private key of {needed}"
         f" with --key or --key-dir{skipped}"
     )

@@ -251,6 +251,20 @@ def _switch_back() -> None:
             sys.setswitchinterval(_switch_saved)
 
 
+@contextmanager
+def tuned_for_throughput() -> Iterator[None]:
+    """While the block runs: glibc keeps megabyte buffers (``_tune_malloc``) and
+    the GIL switches faster (threads making short GIL-releasing calls get it
+    back sooner); afterwards the switch interval and the free heap go back."""
+    _tune_malloc()
+    _switch_faster()
+    try:
+        yield
+    finally:
+        _switch_back()
+        _release_memory()
+
+
 _END = object()
 """Put in a relay's queue by its thread after the last chunk."""
 

@@ -94,6 +94,7 @@ def rewrap_backup(
             return record, False
         moved = replace(record, key_thumbprint=certificate.thumbprint)
         repository.store_rewrapped(moved)
+        failpoint("rewrap-manifest")  # committed, the catalog not yet updated
         return moved, True
     if wrapped is None:
         raise IntegrityError(f"the manifest of backup {backup_id} holds no wrapped data key")

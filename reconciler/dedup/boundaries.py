@@ -18,6 +18,11 @@ the bytes (see docs/design.md for the measured cost).
 The stream must be a tar archive; anything else (a header without the ustar
 magic, a stream that ends inside an entry) raises ``SourceError``, since a
 wrong boundary would silently cost deduplication.
+
+A large file's content the target already knows (the file cache's) is not
+written at all: the writer calls ``skip`` with its size where the content
+would be, and the target hears ``skip`` between ``file_starts`` and
+``file_ends``; the stream's offsets are those of the whole stream.
 """
 
 from __future__ import annotations
@@ -55,6 +60,10 @@ class BoundaryTarget(Protocol):
     def file_starts(self, content: FileContent, /) -> None:
         """A large file's content starts with the next byte written."""
 
+    def skip(self, content: FileContent, /) -> None:
+        """The content just announced by ``file_starts`` is known and will not be
+        written; ``file_ends`` follows at once."""
+
     def file_ends(self) -> None:
         """The content announced by the last ``file_starts`` ended with the last byte written."""
 
@@ -64,16 +73,24 @@ ChunkHandler = Callable[[Chunk, FileContent | None], object]
 part of (None for chunks between large files). A large file's content is
 exactly its chunks: the last one ends at ``content.offset + content.size``."""
 
+KnownHandler = Callable[[FileContent], object]
+"""Takes a large file's content that was skipped (``BoundaryTarget.skip``), in
+stream order with the chunks: whoever said it was known lists its chunks."""
+
 
 class ChunkFeeder:
     """A ``BoundaryTarget`` cutting the stream with ``chunker``; chunks go to ``on_chunk``.
 
     For the format's chunks, ``chunker`` is
-    ``Chunker(seed, between_files=SMALL_RUN_PARAMS)``."""
+    ``Chunker(seed, between_files=SMALL_RUN_PARAMS)``. Skipped content goes
+    to ``on_known`` (without it, ``skip`` raises ValueError)."""
 
-    def __init__(self, chunker: Chunker, on_chunk: ChunkHandler) -> None:
+    def __init__(
+        self, chunker: Chunker, on_chunk: ChunkHandler, on_known: KnownHandler | None = None
+    ) -> None:
         self._chunker = chunker
         self._on_chunk = on_chunk
+        self._on_known = on_known
         self._file: FileContent | None = None  # the large file being fed
 
     def write(self, data: memoryview, /) -> None:
@@ -84,6 +101,12 @@ class ChunkFeeder:
     def file_starts(self, content: FileContent, /) -> None:
         self._emit(self._chunker.file_starts(), None)
         self._file = content
+
+    def skip(self, content: FileContent, /) -> None:
+        if self._on_known is None or content != self._file:
+            raise ValueError("only an announced large file's content can be skipped")
+        self._chunker.skip(content.size)
+        self._on_known(content)
 
     def file_ends(self) -> None:
         self._emit(self._chunker.file_ends(), self._file)
@@ -111,6 +134,7 @@ class TarBoundarySink:
         self._skip = 0  # bytes of data or padding to pass before the next header
         self._padding = 0  # after a large file's content (in _skip): its padding
         self._in_file = False  # _skip is a large file's content
+        self._content: FileContent | None = None  # that file, until its first byte
         self._pax: bytearray | None = None  # a PAX header's records being gathered
         self._pax_left = 0
         self._pending: dict[bytes, bytes] = {}  # the records of the last PAX header
@@ -119,6 +143,23 @@ class TarBoundarySink:
     def write(self, data: bytes, /) -> None:
         with memoryview(data) as view:
             self._write(view)
+
+    def skip(self, size: int, /) -> None:
+        """In place of writing a large file's content: the ``size`` bytes after
+        what was written are that content, known to the target (it hears
+        ``skip`` and ``file_ends``). Padding and later entries are written as
+        usual.
+
+        Raises ValueError unless the last byte written was the end of the
+        header of a large file of exactly ``size`` bytes."""
+        content = self._content
+        if content is None or self._offset != content.offset or size != content.size:
+            raise ValueError(f"no large file's content of {size} bytes starts at {self._offset}")
+        self._content = None
+        self._offset += size
+        self._skip, self._padding, self._in_file = self._padding, 0, False
+        self._target.skip(content)
+        self._target.file_ends()
 
     def close(self) -> None:
         """Check the stream ended between entries (raises ``SourceError`` if not)."""
@@ -144,6 +185,7 @@ class TarBoundarySink:
             elif self._skip:
                 step = min(self._skip, end - at)
                 self._skip -= step
+                self._content = None
                 self._offset += step
                 if not self._skip and self._in_file:
                     ends, self._in_file = True, False
@@ -196,7 +238,8 @@ class TarBoundarySink:
         if kind in _REGULAR_TYPES and size >= self._large_file:
             self._skip, self._padding, self._in_file = size, data_blocks - size, True
             name = pending.get(b"path", block[:100].split(b"\0", 1)[0])
-            return FileContent(name, self._offset, size)
+            self._content = FileContent(name, self._offset, size)
+            return self._content
         return None
 
     def _end_pax(self) -> None:

@@ -132,6 +132,17 @@ class Chunker:
         self._cutter = self._in_file
         return out
 
+    def skip(self, size: int) -> None:
+        """Say that the next ``size`` bytes of the stream are a large file's whole
+        content, cut elsewhere (the file cache holds its chunks): only the
+        stream offset moves, and ``file_ends`` follows.
+
+        Raises ValueError unless called right after ``file_starts`` (nothing is
+        pending then, so the skipped content is cut as reading it would cut it)."""
+        if self._cutter is not self._in_file or self._pending or size < 0:
+            raise ValueError("a large file's content is skipped only right after file_starts")
+        self._start += size
+
     def file_ends(self) -> list[Chunk]:
         """Say that the large file's content ended with the last byte fed.
 

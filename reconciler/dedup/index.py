@@ -1,6 +1,9 @@
-"""The chunk index: chunk id -> (pack id, record offset, record length), in sorted runs.
+"""The chunk index: chunk id -> (pack id, record offset, record length, key id), in sorted runs.
 
-An entry is 56 bytes (id 32, pack id 16, offset 4, length 4). A run is one
+An entry is 72 bytes (id 32, pack id 16, offset 4, length 4, key id 16); the
+key id says which run's data key the record is under without reading it, so a
+backup host can keep a backup restorable with its own certificate's key (see
+``repository/chunkstore.py``). A run is one
 object holding the sorted entries whose ids start with the same ``bits``
 bits, equal to its ``number``; a run of 0 bits may hold any id. Each backup
 run writes its new entries as one delta run (0 bits); compaction folds the
@@ -19,9 +22,9 @@ from the index-encryption key, so a wrong key is told apart from damage. A
 decrypted run stays one ``bytes`` object: a lookup is a binary search over
 its fixed-size records, no Python object per entry.
 
-How it scales: shards hold at most 65,536 entries (3.5 MB) until 12 bits, so
+How it scales: shards hold at most 65,536 entries (4.5 MB) until 12 bits, so
 a small repository is one shard, and 10 TB in chunks of about 1.25 MiB (8-10
-million chunks, 560 MB of index) is 256 shards of about 2.2 MB. A lookup reads
+million chunks, 720 MB of index) is 256 shards of about 2.8 MB. A lookup reads
 one shard and the deltas since the last compaction; compaction streams: the
 old shards in number order are one sorted stream, merged with the deltas and
 cut into new shards, one at a time.
@@ -50,7 +53,7 @@ FORMAT_VERSION = 2
 MAX_BITS = 16
 """The prefix number is a 2-byte field."""
 SHARD_ENTRIES = 1 << 16
-"""65,536 entries (3.5 MB) a shard before the shard count doubles: one object
+"""65,536 entries (4.5 MB) a shard before the shard count doubles: one object
 while a repository is small, and a lookup never reads more than a few MB."""
 MAX_SHARD_BITS = 12
 """4096 shards at most: past 268 million entries, shards grow instead of the
@@ -65,7 +68,7 @@ NONCE = bytes(12)  # each run object has its own derived key
 
 _HEADER = struct.Struct(">8sBBHI8s16s")
 HEADER_BYTES = _HEADER.size
-_ENTRY = struct.Struct(">32s16sII")
+_ENTRY = struct.Struct(">32s16sII16s")
 ENTRY_BYTES = _ENTRY.size
 _RUN_KEY_CONTEXT = "backupctl 2026 dedup index shard v1"
 _KEY_CHECK_CONTEXT = "backupctl 2026 dedup index key check v1"
@@ -79,21 +82,27 @@ class IndexEntry:
     pack_id: bytes
     offset: int
     length: int
+    key_id: bytes = bytes(16)
+    """The data key the record is under (its first 16 bytes)."""
 
     def pack(self) -> bytes:
-        """Return the 56-byte record of this entry.
+        """Return the 72-byte record of this entry.
 
         Raises ValueError for malformed fields (a caller's bug)."""
-        if len(self.chunk_id) != CHUNK_ID_BYTES or len(self.pack_id) != PACK_ID_BYTES:
-            raise ValueError("an index entry has a malformed chunk id or pack id")
+        if (
+            len(self.chunk_id) != CHUNK_ID_BYTES
+            or len(self.pack_id) != PACK_ID_BYTES
+            or len(self.key_id) != PACK_ID_BYTES
+        ):
+            raise ValueError("an index entry has a malformed chunk id, pack id or key id")
         try:
-            return _ENTRY.pack(self.chunk_id, self.pack_id, self.offset, self.length)
+            return _ENTRY.pack(self.chunk_id, self.pack_id, self.offset, self.length, self.key_id)
         except struct.error as exc:
             raise ValueError("an index entry's offset or length is not a 4-byte number") from exc
 
     @classmethod
     def unpack(cls, record: bytes) -> IndexEntry:
-        """Return the entry of a 56-byte record."""
+        """Return the entry of a 72-byte record."""
         return cls(*_ENTRY.unpack(record))
 
 
@@ -129,7 +138,7 @@ class _Ids:
 
 @dataclass(frozen=True)
 class IndexRun:
-    """One decrypted run: its prefix and its sorted 56-byte records.
+    """One decrypted run: its prefix and its sorted 72-byte records.
 
     Build one with ``seal_run``/``open_run``, ``split_into_shards`` or
     ``IndexRun.of``; the constructor trusts ``body``."""
@@ -142,12 +151,12 @@ class IndexRun:
     def of(cls, entries: Iterable[IndexEntry], bits: int = 0, number: int = 0) -> IndexRun:
         """Return the run of ``entries``, sorted.
 
-        Raises ValueError for two entries of one id, an id outside the prefix,
-        a bad prefix or a malformed entry (a caller's bug)."""
+        Raises ValueError for two entries of one id and key id, an id outside
+        the prefix, a bad prefix or a malformed entry (a caller's bug)."""
         _check_prefix(bits, number)
         records = sorted(e.pack() for e in entries)
         for previous, current in itertools.pairwise(records):
-            if previous[:CHUNK_ID_BYTES] == current[:CHUNK_ID_BYTES]:
+            if _identity(previous) == _identity(current):
                 raise ValueError(f"chunk {short_id(current)} is twice in one index run")
         for record in records:
             if prefix_of(record, bits) != number:
@@ -162,15 +171,25 @@ class IndexRun:
         return prefix_of(chunk_id, self.bits) == self.number
 
     def lookup(self, chunk_id: bytes) -> IndexEntry | None:
-        """Return the entry of ``chunk_id``, or None if this run does not hold it."""
+        """Return the (first) entry of ``chunk_id``, or None if this run does not hold it."""
         i = bisect.bisect_left(_Ids(self.body), chunk_id)
         at = i * ENTRY_BYTES
         if self.body[at : at + CHUNK_ID_BYTES] != chunk_id:
             return None
         return IndexEntry(*_ENTRY.unpack_from(self.body, at))
 
+    def lookup_all(self, chunk_id: bytes) -> list[IndexEntry]:
+        """Every entry of ``chunk_id``: one per data key it is stored under (a
+        chunk is stored again under a new certificate's key until key.rewrap)."""
+        at = bisect.bisect_left(_Ids(self.body), chunk_id) * ENTRY_BYTES
+        found = []
+        while self.body[at : at + CHUNK_ID_BYTES] == chunk_id:
+            found.append(IndexEntry(*_ENTRY.unpack_from(self.body, at)))
+            at += ENTRY_BYTES
+        return found
+
     def records(self) -> Iterator[bytes]:
-        """Yield the 56-byte records in id order (what ``merge_records`` takes)."""
+        """Yield the 72-byte records in id order (what ``merge_records`` takes)."""
         body = self.body
         for at in range(0, len(body), ENTRY_BYTES):
             yield body[at : at + ENTRY_BYTES]
@@ -239,16 +258,29 @@ def open_run(name: str, data: bytes, index_encryption_key: bytes) -> IndexRun:
 
 
 def merge_records(runs: Sequence[Iterable[bytes]]) -> Iterator[bytes]:
-    """Yield the 56-byte records of several sorted runs as one sorted stream.
+    """Yield the 72-byte records of several sorted runs as one sorted stream.
 
-    An id in more than one run keeps the record of the first run given (put
-    the run whose entries win first). Streams: holds one record of each run."""
+    An id under one key id in more than one run keeps the record of the first
+    run given (put the run whose entries win first); the same id under
+    different key ids keeps one record each. Streams: holds one record of
+    each run, and the records of the id being merged."""
     tagged = [_tagged(i, run) for i, run in enumerate(runs)]
-    previous = b""
+    current = b""
+    seen: set[bytes] = set()
+    pending: list[bytes] = []
     for chunk_id, _, record in heapq.merge(*tagged):
-        if chunk_id != previous:
-            previous = chunk_id
-            yield record
+        if chunk_id != current:
+            yield from sorted(pending)
+            current, seen, pending = chunk_id, set(), []
+        if _identity(record) not in seen:
+            seen.add(_identity(record))
+            pending.append(record)
+    yield from sorted(pending)
+
+
+def _identity(record: bytes) -> bytes:
+    """What makes a record distinct: its chunk id and its key id."""
+    return record[:CHUNK_ID_BYTES] + record[-16:]
 
 
 def _tagged(rank: int, run: Iterable[bytes]) -> Iterator[tuple[bytes, int, bytes]]:
@@ -268,9 +300,11 @@ def split_into_shards(records: Iterable[bytes], bits: int) -> Iterator[IndexRun]
     pieces: list[bytes] = []
     previous = b""
     for record in records:
-        if record[:CHUNK_ID_BYTES] <= previous:
+        if record[:CHUNK_ID_BYTES] < previous[:CHUNK_ID_BYTES] or _identity(record) == _identity(
+            previous
+        ):
             raise ValueError(f"chunk {short_id(record)} is out of order or repeated")
-        previous = record[:CHUNK_ID_BYTES]
+        previous = bytes(record)
         prefix = prefix_of(record, bits)
         while number < prefix:
             yield IndexRun(bits, number, b"".join(pieces))

@@ -75,7 +75,8 @@ def observe(
 
 
 def _format_facts(repository: Repository) -> dict[str, Any]:
-    """The format and, for format 2, the index key's check (one small read)."""
+    """The format and, for format 2, the index key's check (one small read) and
+    whether a reclaim is owed (one existence check)."""
     version = repository.format_version
     if version < 2:
         return {"format_version": version}
@@ -84,4 +85,5 @@ def _format_facts(repository: Repository) -> dict[str, Any]:
         "format_version": version,
         "index_key_check": None if record is None else record.check,
         "index_key_stored": record is not None and record.stored is not None,
+        "reclaim_due": repository.reclaim_due(),
     }

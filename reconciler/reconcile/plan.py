@@ -178,14 +178,15 @@ def plan_configuration(
                 prunable,
             )
         )
-    if observed.format_version >= 2 and (
-        prunable or any(i.backup_id is not None and i.committed is None for i in observed.cleanup)
-    ):
+    interrupted = any(i.backup_id is not None and i.committed is None for i in observed.cleanup)
+    if observed.format_version >= 2 and (prunable or interrupted or observed.reclaim_due):
         actions.append(
             ReclaimChunks(
                 "backups are deleted: their chunks that no kept backup references are deleted too"
                 if prunable
                 else "an interrupted backup left chunks that no backup references"
+                if interrupted
+                else "an interrupted prune or chunks.reclaim left chunks that no backup references"
             )
         )
     return ConfigurationPlan(

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from reconciler.crypto.keys import PrivateKey
+from reconciler.errors import IntegrityError
 from reconciler.reconcile.actions import PruneBackups, ReclaimChunks, ReclaimEstimate
 from reconciler.reconcile.apply import ApplyContext, Outcome, apply_plan, index_keys
 from reconciler.reconcile.observe import observe
@@ -108,7 +109,12 @@ def with_reclaim_estimate(plan: ConfigurationPlan, prepared: Prepared) -> Config
     prune = plan.action(PruneBackups)
     pruned = [p.backup.id for p in prune.backups] if isinstance(prune, PruneBackups) else []
     repository = prepared.repository
-    report = estimate_reclaim(repository, index_keys(repository, prepared.config), pruned)
+    try:
+        report = estimate_reclaim(repository, index_keys(repository, prepared.config), pruned)
+    except IntegrityError:
+        # A damaged chunk list must not stop the plan (its verify marks the
+        # backup Corrupt); the reclaim itself then refuses, deleting nothing.
+        return plan
     estimate = ReclaimEstimate(report.freed_bytes, report.deleted_packs, report.rewritten_packs)
     actions = tuple(
         replace(a, estimate=estimate) if isinstance(a, ReclaimChunks) else a for a in plan.actions

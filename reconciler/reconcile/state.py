@@ -68,6 +68,8 @@ class ObservedState:
     """Format 2: the public check value of the repository's index key."""
     index_key_stored: bool = False
     """Format 2: the repository keeps its (generated) index key itself."""
+    reclaim_due: bool = False
+    """Format 2: a prune or reclaim was interrupted before its reclaim finished."""
 
     @classmethod
     def empty(cls, location: str) -> ObservedState:

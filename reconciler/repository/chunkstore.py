@@ -17,17 +17,29 @@ Rules that keep every chunk a kept backup references:
   old shards, and only then the packs nothing indexed points to any more.
   A reader ignores deltas the pointer names, so after a crash at any step the
   index it sees points only to packs that still exist, and the next reclaim
-  finishes the deletions.
+  finishes the deletions: its pointer names the folded-in deltas still
+  there too, so that none becomes visible again once its pack is gone.
+* ``RECLAIM_DUE`` is written before a prune deletes anything and removed when
+  the reclaim after it ends, so the next apply knows a reclaim is owed.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from reconciler.dedup.index import IndexEntry, IndexRun, open_run, seal_run, shard_bits_for
+from reconciler.dedup.index import (
+    IndexEntry,
+    IndexRun,
+    open_run,
+    prefix_of,
+    seal_run,
+    shard_bits_for,
+)
 from reconciler.dedup.keys import DerivedKeys
 from reconciler.dedup.pack import (
     TARGET_PACK_SIZE,
@@ -36,24 +48,28 @@ from reconciler.dedup.pack import (
     damaged_records,
     new_pack_id,
     read_trailer,
+    record_key_id,
 )
 from reconciler.errors import IntegrityError, ObjectNotFoundError
 from reconciler.failpoints import failpoint
+from reconciler.repository.layout import (
+    DATA_KEYS_DIR,
+    DELTAS_DIR,
+    INDEX_POINTER,
+    PACK_SUFFIX,
+    PACKS_DIR,
+    RUN_SUFFIX,
+    SHARDS_DIR,
+    is_temporary,
+)
 from reconciler.storage.base import Storage
-
-PACKS_DIR = "packs"
-INDEX_POINTER = "index/index.json"
-SHARDS_DIR = "index/shards"
-DELTAS_DIR = "index/deltas"
-_PACK_SUFFIX = ".pack"
-_RUN_SUFFIX = ".idx"
 
 REPACK_BELOW = 0.5
 """A pack whose live records fill less than this share of it is rewritten by reclaim."""
 
 
 def pack_key(pack_id: bytes) -> str:
-    return f"{PACKS_DIR}/{pack_id.hex()}{_PACK_SUFFIX}"
+    return f"{PACKS_DIR}/{pack_id.hex()}{PACK_SUFFIX}"
 
 
 @dataclass(frozen=True)
@@ -105,7 +121,10 @@ class ChunkIndex:
         self._key = keys.index_encryption_key
         self.pointer = read_pointer(storage, where)
         consumed = set(self.pointer.consumed)
-        self.delta_names = tuple(n for n in _run_names(storage, DELTAS_DIR) if n not in consumed)
+        names = _run_names(storage, DELTAS_DIR)
+        self.delta_names = tuple(n for n in names if n not in consumed)
+        # Deltas already folded in whose deletion a crash interrupted.
+        self.folded_names = tuple(n for n in names if n in consumed)
         self._deltas = [self._open(f"{DELTAS_DIR}/{n}") for n in self.delta_names]
         self._shards: dict[int, IndexRun] = {}
 
@@ -119,20 +138,26 @@ class ChunkIndex:
             shard = self._shards[number] = self._open(f"{SHARDS_DIR}/{name}")
         return shard
 
-    def lookup(self, chunk_id: bytes) -> IndexEntry | None:
-        if self.pointer.shards:
-            number = int.from_bytes(chunk_id[:4], "big") >> (32 - self.pointer.bits)
-            found = self._shard(number).lookup(chunk_id)
-            if found is not None:
-                return found
-        for delta in self._deltas:
-            found = delta.lookup(chunk_id)
-            if found is not None:
-                return found
+    def lookup(
+        self, chunk_id: bytes, usable_keys: frozenset[bytes] | None = None
+    ) -> IndexEntry | None:
+        """Where ``chunk_id`` is stored (under one of ``usable_keys``, when given)."""
+        for entry in self.lookup_all(chunk_id):
+            if usable_keys is None or entry.key_id in usable_keys:
+                return entry
         return None
 
+    def lookup_all(self, chunk_id: bytes) -> list[IndexEntry]:
+        """Every place ``chunk_id`` is stored: one per data key it is under."""
+        found: list[IndexEntry] = []
+        if self.pointer.shards:
+            found += self._shard(prefix_of(chunk_id, self.pointer.bits)).lookup_all(chunk_id)
+        for delta in self._deltas:
+            found += delta.lookup_all(chunk_id)
+        return found
+
     def entries(self) -> Iterator[IndexEntry]:
-        """Every entry, an id once (shards first, then deltas, oldest first)."""
+        """Every entry, once per id and key id (shards first, then deltas, oldest first)."""
         seen: set[bytes] = set()
         runs: Iterable[IndexRun] = (
             *(self._shard(n) for n in range(len(self.pointer.shards))),
@@ -140,8 +165,9 @@ class ChunkIndex:
         )
         for run in runs:
             for entry in run.entries():
-                if entry.chunk_id not in seen:
-                    seen.add(entry.chunk_id)
+                identity = entry.chunk_id + entry.key_id
+                if identity not in seen:
+                    seen.add(identity)
                     yield entry
 
 
@@ -154,7 +180,7 @@ def read_pointer(storage: Storage, where: Callable[[str], str]) -> IndexPointer:
 
 
 def _run_names(storage: Storage, folder: str) -> list[str]:
-    return [e.name for e in storage.list_dir(folder) if e.name.endswith(_RUN_SUFFIX)]
+    return [e.name for e in storage.list_dir(folder) if e.name.endswith(RUN_SUFFIX)]
 
 
 @dataclass
@@ -169,62 +195,173 @@ class RunStats:
 class ChunkWriter:
     """One backup run's new chunks: records go into packs, entries into its delta.
 
-    ``finish`` writes the last pack and the delta; until then nothing this run
-    stored is indexed, and a crash leaves packs that reclaim removes."""
+    Packs are streamed to the storage by a thread of its own (``_PackUploader``),
+    so that writing one overlaps sealing the next chunks. ``finish`` writes the
+    last pack and the delta; until then nothing this run stored is indexed,
+    and a crash leaves packs that reclaim removes. ``abandon`` stops it after
+    a failure, committing no further pack."""
 
-    def __init__(self, storage: Storage, index: ChunkIndex, keys: DerivedKeys, name: str) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        index: ChunkIndex,
+        keys: DerivedKeys,
+        name: str,
+        usable_keys: frozenset[bytes] | None = None,
+        before_first_pack: Callable[[], None] | None = None,
+    ) -> None:
         self._storage = storage
         self._index = index
         self._keys = keys
         self._name = name
-        self._new: dict[bytes, IndexEntry] = {}
-        self._pack: PackWriter | None = None
-        self._pack_id = b""
-        self._buffer = bytearray()
+        self._usable = usable_keys
+        self._new: dict[bytes, int] = {}
+        self._uploader: _PackUploader | None = None
+        self._before_first_pack = before_first_pack
         self.stats = RunStats()
 
     def stored_length(self, chunk_id: bytes) -> int | None:
-        """The stored (record) length of a chunk already in the repository, else None."""
-        entry = self._new.get(chunk_id) or self._index.lookup(chunk_id)
+        """The stored (record) length of a chunk already in the repository, else None.
+
+        A chunk under a data key not in ``usable_keys`` counts as not stored:
+        after a certificate rotation, a backup only uses chunks its own
+        certificate's private key can open (until key.rewrap moves the older
+        ones), so every backup restores with the key it names."""
+        known = self._new.get(chunk_id)
+        if known is not None:
+            return known
+        entry = self._index.lookup(chunk_id, self._usable)
         return None if entry is None else entry.length
 
     def add(self, chunk_id: bytes, record: bytes) -> int:
-        """Store one sealed record (``pack.seal_record``); returns its stored length."""
+        """Store one sealed record (``pack.seal_record``); returns its stored length.
+
+        Raises what writing a pack raised (StorageError...)."""
         known = self._new.get(chunk_id)
         if known is not None:
-            return known.length
-        if self._pack is None:
-            self._pack_id = new_pack_id()
-            self._buffer = bytearray()
-            self._pack = PackWriter(_BufferSink(self._buffer), self._pack_id, self._index_key)
-        entry = self._pack.add_record(chunk_id, record)
-        self._new[chunk_id] = IndexEntry(chunk_id, self._pack_id, entry.offset, entry.length)
+            return known
+        if self._uploader is None:
+            self._uploader = _PackUploader(
+                self._storage, self._keys.index_encryption_key, self._before_first_pack
+            )
+        self._uploader.put(chunk_id, record)
+        self._new[chunk_id] = len(record)
         self.stats.new_chunks += 1
-        self.stats.new_bytes += entry.length
-        if self._pack.size >= TARGET_PACK_SIZE:
-            self._flush_pack()
-        return entry.length
-
-    @property
-    def _index_key(self) -> bytes:
-        return self._keys.index_encryption_key
-
-    def _flush_pack(self) -> None:
-        if self._pack is None:
-            return
-        self._pack.finish()
-        self._storage.write_atomic(pack_key(self._pack_id), bytes(self._buffer))
-        self.stats.packs += 1
-        self._pack = None
-        self._buffer = bytearray()
-        failpoint("pack-written")
+        self.stats.new_bytes += len(record)
+        return len(record)
 
     def finish(self) -> None:
         """Write the last pack and the run's delta: from now on its chunks are indexed."""
-        self._flush_pack()
-        if self._new:
-            body = seal_run(self._new.values(), 0, 0, self._index_key)
-            self._storage.write_atomic(f"{DELTAS_DIR}/{self._name}{_RUN_SUFFIX}", body)
+        if self._uploader is None:
+            return
+        entries = self._uploader.close()
+        self.stats.packs = self._uploader.packs
+        body = seal_run(entries, 0, 0, self._keys.index_encryption_key)
+        self._storage.write_atomic(f"{DELTAS_DIR}/{self._name}{RUN_SUFFIX}", body)
+
+    def abandon(self) -> None:
+        """Stop after a failure: the pack being written is discarded."""
+        if self._uploader is not None:
+            self._uploader.abandon()
+
+
+_UPLOAD_QUEUE_RECORDS = 16
+"""Records waiting for the uploader (about 1 MiB each, 4 MiB at most)."""
+
+
+class _PackUploader:
+    """Streams records into packs of TARGET_PACK_SIZE on its own thread."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        index_encryption_key: bytes,
+        before_first_pack: Callable[[], None] | None,
+    ) -> None:
+        self._storage = storage
+        self._key = index_encryption_key
+        self._before_first_pack = before_first_pack
+        self._queue: queue.Queue[tuple[bytes, bytes] | None] = queue.Queue(_UPLOAD_QUEUE_RECORDS)
+        self._entries: list[IndexEntry] = []
+        self._error: BaseException | None = None
+        self._abandoned = False
+        self._ended = False
+        self.packs = 0
+        self._thread = threading.Thread(target=self._run, name="pack upload", daemon=True)
+        self._thread.start()
+
+    def put(self, chunk_id: bytes, record: bytes) -> None:
+        self._raise_error()
+        self._queue.put((chunk_id, record))
+
+    def close(self) -> list[IndexEntry]:
+        """Finish the last pack; return every record's index entry. Raises its error."""
+        self._queue.put(None)
+        self._thread.join()
+        self._raise_error()
+        return self._entries
+
+    def abandon(self) -> None:
+        self._abandoned = True
+        self._queue.put(None)
+        self._thread.join()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        try:
+            while self._write_pack():
+                pass
+        except BaseException as exc:  # handed to the caller's next put or close
+            self._error = exc
+            while not self._ended:  # never leave the caller blocked on a full queue
+                self._next()
+
+    def _next(self) -> tuple[bytes, bytes] | None:
+        item = self._queue.get()
+        if item is None:
+            self._ended = True
+        return item
+
+    def _write_pack(self) -> bool:
+        """Write one pack of the records queued; False once the queue ended."""
+        item = self._next()
+        if item is None or self._abandoned:
+            return False
+        if self._before_first_pack is not None:
+            # The run's data key record exists before any pack that needs it;
+            # a run that adds nothing writes none.
+            self._before_first_pack()
+            self._before_first_pack = None
+        pack_id = new_pack_id()
+        more = True
+        with self._storage.open_write(pack_key(pack_id)) as out:
+            pack = PackWriter(out, pack_id, self._key)
+            while item is not None:
+                chunk_id, record = item
+                placed = pack.add_record(chunk_id, record)
+                self._entries.append(
+                    IndexEntry(
+                        chunk_id, pack_id, placed.offset, placed.length, record_key_id(record)
+                    )
+                )
+                if pack.size >= TARGET_PACK_SIZE:
+                    break
+                item = self._next()
+            else:
+                more = False
+            if self._abandoned:
+                raise _Abandoned  # leaves the pack uncommitted
+            pack.finish()
+        self.packs += 1
+        failpoint("pack-written")
+        return more
+
+
+class _Abandoned(Exception):
+    """Raised inside a pack's write to discard it."""
 
 
 class _BufferSink:
@@ -290,10 +427,10 @@ def pack_sizes(storage: Storage) -> dict[bytes, int]:
     sizes: dict[bytes, int] = {}
     for entry in storage.list_dir(PACKS_DIR):
         name = entry.name
-        if entry.is_dir or not name.endswith(_PACK_SUFFIX):
+        if entry.is_dir or not name.endswith(PACK_SUFFIX):
             continue
         try:
-            pack_id = bytes.fromhex(name[: -len(_PACK_SUFFIX)])
+            pack_id = bytes.fromhex(name[: -len(PACK_SUFFIX)])
         except ValueError:
             continue  # not ours: never touched
         sizes[pack_id] = storage.size(f"{PACKS_DIR}/{name}")
@@ -334,7 +471,30 @@ def reclaim(
     failpoint("reclaim-index-switched")
     for pack_id in doomed:
         storage.delete(pack_key(pack_id))
+    _delete_unused_data_keys(storage, {entry.key_id for entry in live})
+    _delete_temporaries(storage)
     return report
+
+
+def _delete_temporaries(storage: Storage) -> None:
+    """Delete what writes killed half way left in the chunk store's folders (a pack
+    cut short by kill -9): under the lock, nobody is writing them."""
+    for folder in (PACKS_DIR, DELTAS_DIR, SHARDS_DIR, DATA_KEYS_DIR):
+        for entry in storage.list_dir(folder):
+            if not entry.is_dir and is_temporary(entry.name):
+                storage.delete(f"{folder}/{entry.name}")
+
+
+def _delete_unused_data_keys(storage: Storage, used: set[bytes]) -> None:
+    """Delete the data key records no indexed record is under any more."""
+    for entry in storage.list_dir(DATA_KEYS_DIR):
+        name = entry.name.removesuffix(".json")
+        try:
+            key_id = bytes.fromhex(name)
+        except ValueError:
+            continue  # not ours (or a temporary): never touched
+        if entry.name.endswith(".json") and len(key_id) == 16 and key_id not in used:
+            storage.delete(f"{DATA_KEYS_DIR}/{entry.name}")
 
 
 def _rewrite(storage: Storage, keys: DerivedKeys, uses: list[_PackUse]) -> list[IndexEntry]:
@@ -359,7 +519,9 @@ def _rewrite(storage: Storage, keys: DerivedKeys, uses: list[_PackUse]) -> list[
                 buffer = bytearray()
                 pack = PackWriter(_BufferSink(buffer), pack_id, keys.index_encryption_key)
             placed = pack.add_record(entry.chunk_id, record)
-            moved.append(IndexEntry(entry.chunk_id, pack_id, placed.offset, placed.length))
+            moved.append(
+                IndexEntry(entry.chunk_id, pack_id, placed.offset, placed.length, entry.key_id)
+            )
             if pack.size >= TARGET_PACK_SIZE:
                 flush()
     flush()
@@ -375,20 +537,22 @@ def _switch_index(
     bits = shard_bits_for(len(entries))
     by_shard: list[list[IndexEntry]] = [[] for _ in range(1 << bits)]
     for entry in entries:
-        by_shard[int.from_bytes(entry.chunk_id[:4], "big") >> (32 - bits) if bits else 0].append(
-            entry
-        )
+        by_shard[prefix_of(entry.chunk_id, bits)].append(entry)
     names = []
     for number, shard_entries in enumerate(by_shard):
-        name = f"{generation:08d}-{bits:02d}-{number:05d}{_RUN_SUFFIX}"
+        name = f"{generation:08d}-{bits:02d}-{number:05d}{RUN_SUFFIX}"
         storage.write_atomic(
             f"{SHARDS_DIR}/{name}", seal_run(shard_entries, bits, number, keys.index_encryption_key)
         )
         names.append(name)
-    pointer = IndexPointer(generation, bits, tuple(names), index.delta_names)
+    failpoint("reclaim-shards-written")  # the new shards exist, nothing points to them
+    # The deltas an interrupted reclaim folded in but did not delete stay
+    # named: unnamed, they would be read again, pointing to deleted packs.
+    folded = (*index.folded_names, *index.delta_names)
+    pointer = IndexPointer(generation, bits, tuple(names), folded)
     storage.write_atomic(INDEX_POINTER, pointer.to_json())
     failpoint("reclaim-pointer-written")
-    for name in index.delta_names:
+    for name in folded:
         storage.delete(f"{DELTAS_DIR}/{name}")
     current = set(names)
     for name in _run_names(storage, SHARDS_DIR):

@@ -122,7 +122,7 @@ def backup_index_key(record: IndexKeyRecord, configured: IndexKey | None, where:
 
     Raises ConfigError (one sentence, before anything is written) when the
     configured key is not the repository's, or none is configured and the
-    repository keeps none."""
+    repository keeps none; IntegrityError when the stored key is damaged."""
     if configured is not None:
         if configured.check() != record.check:
             raise ConfigError(
@@ -135,7 +135,13 @@ def backup_index_key(record: IndexKeyRecord, configured: IndexKey | None, where:
             f"{where} keeps no index key of its own: configure spec.encryption.indexKey"
             " with the key it was created with"
         )
-    return IndexKey.from_base64(record.stored, where=f"the index key record of {where}")
+    key = IndexKey.from_base64(record.stored, where=f"the index key record of {where}")
+    if key.check() != record.check:
+        # Backing up with it would store chunks no restore can find.
+        raise IntegrityError(
+            f"the index key record of {where} is damaged: its stored key does not match its check"
+        )
+    return key
 
 
 def unwrap_index_key(record: IndexKeyRecord, ring: KeyRing, where: str) -> IndexKey:

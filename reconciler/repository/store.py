@@ -69,6 +69,7 @@ from reconciler.repository.layout import (
     FORMAT_KEY,
     INDEX_KEY_KEY,
     LOCK_KEY,
+    RECLAIM_DUE,
     SETTINGS_KEY,
     backup_dir,
     data_key_key,
@@ -230,9 +231,38 @@ class Repository:
         """The chunk index as it is now (read on demand)."""
         return ChunkIndex(self.storage, self._where, keys)
 
-    def chunk_writer(self, keys: DerivedKeys, backup_id: str) -> ChunkWriter:
-        """Where a run's new chunks go; ``finish`` it before committing the backup."""
-        return ChunkWriter(self.storage, self.chunk_index(keys), keys, new_run_name(backup_id))
+    def chunk_writer(
+        self,
+        keys: DerivedKeys,
+        backup_id: str,
+        usable_keys: frozenset[bytes] | None = None,
+        data_key: DataKeyRecord | None = None,
+    ) -> ChunkWriter:
+        """Where a run's new chunks go; ``finish`` it before committing the backup.
+
+        ``usable_keys``: the data keys whose chunks it may reuse (None: any).
+        ``data_key``: the run's data key record, written before its first pack."""
+        return ChunkWriter(
+            self.storage,
+            self.chunk_index(keys),
+            keys,
+            new_run_name(backup_id),
+            usable_keys,
+            None if data_key is None else lambda: self.write_data_key(data_key),
+        )
+
+    def data_keys_wrapped_to(self, public_key_sha256: str) -> frozenset[bytes]:
+        """The ids of the data keys wrapped to that public key (whose chunks its
+        private key opens)."""
+        found = set()
+        for key_id in self.data_key_ids():
+            try:
+                record = self.read_data_key(key_id)
+            except (ObjectNotFoundError, IntegrityError):
+                continue  # never reused; verify reports what it breaks
+            if any(w.public_key_sha256 == public_key_sha256 for w in record.wrapped):
+                found.add(bytes.fromhex(key_id))
+        return frozenset(found)
 
     def read_record(self, entry: IndexEntry) -> bytes:
         """One chunk's stored record. Raises ObjectNotFoundError when its pack is gone."""
@@ -251,7 +281,14 @@ class Repository:
 
     def reclaim(self, keys: DerivedKeys, referenced: set[bytes]) -> ReclaimReport:
         """Drop the chunks no backup in ``referenced`` needs (see ``chunkstore.reclaim``)."""
-        return reclaim(self.storage, self._where, keys, referenced)
+        self.storage.write_atomic(RECLAIM_DUE, b"{}\n")
+        report = reclaim(self.storage, self._where, keys, referenced)
+        self.storage.delete(RECLAIM_DUE)
+        return report
+
+    def reclaim_due(self) -> bool:
+        """Whether a prune or a reclaim was interrupted before its reclaim finished."""
+        return self.format_version >= FORMAT_VERSION and self.storage.exists(RECLAIM_DUE)
 
     def probe_write_access(self) -> None:
         """Write, read back and delete a small object (credentials are proven before use)."""
@@ -428,6 +465,10 @@ class Repository:
         """Delete the listed backups: out of the catalog first (remembered as
         pending), then their data, then the pending list is cleared."""
         doomed = set(backup_ids)
+        if self.format_version >= FORMAT_VERSION:
+            # Chunks only the doomed backups use are deleted by the reclaim
+            # after it: until that has run, the next apply must know it is owed.
+            self.storage.write_atomic(RECLAIM_DUE, b"{}\n")
         catalog = self.read_catalog()
         remaining = catalog.without(doomed)
         self._write_catalog(remaining, (*catalog.pending_deletes, *backup_ids))

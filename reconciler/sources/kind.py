@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from reconciler.sources.command import read_dump, run_backup_command, write_dump
+from reconciler.sources.known_files import KnownFiles
 from reconciler.sources.sqlite import (
     check_database_stream,
     prepare_database_file,
@@ -84,12 +85,19 @@ class SourceKind(Protocol):
         ...
 
     def produce(
-        self, source: ConfiguredSource, out: ByteSink, work: Path, env: Mapping[str, str]
+        self,
+        source: ConfiguredSource,
+        out: ByteSink,
+        work: Path,
+        env: Mapping[str, str],
+        known: KnownFiles | None = None,
     ) -> SourceStats:
         """Back ``source`` (a source of this kind) up as one byte stream written to ``out``.
 
         ``work`` is a private folder for staging, ``env`` the environment of a
-        command. Raises ``SourceError`` naming what could not be read."""
+        command; ``known`` (tar streams only, format 2's file cache) has large
+        files' content that need not be read. Raises ``SourceError`` naming
+        what could not be read."""
         ...
 
     def restore(self, stream: ByteSource, out: Path) -> SourceStats:
@@ -131,10 +139,15 @@ class FilesKind:
     stream_is_tar: bool = True
 
     def produce(
-        self, source: ConfiguredSource, out: ByteSink, work: Path, env: Mapping[str, str]
+        self,
+        source: ConfiguredSource,
+        out: ByteSink,
+        work: Path,
+        env: Mapping[str, str],
+        known: KnownFiles | None = None,
     ) -> SourceStats:
         assert isinstance(source, TreeSettings)
-        return write_tree(source.path, source.exclude, out)
+        return write_tree(source.path, source.exclude, out, known)
 
     def restore(self, stream: ByteSource, out: Path) -> SourceStats:
         return restore_tree(stream, out)
@@ -157,7 +170,12 @@ class SqliteKind:
     stream_is_tar: bool = False
 
     def produce(
-        self, source: ConfiguredSource, out: ByteSink, work: Path, env: Mapping[str, str]
+        self,
+        source: ConfiguredSource,
+        out: ByteSink,
+        work: Path,
+        env: Mapping[str, str],
+        known: KnownFiles | None = None,
     ) -> SourceStats:
         assert isinstance(source, DatabaseSettings)
         return snapshot_database(source.path, out, work)
@@ -189,7 +207,12 @@ class CommandKind:
     stream_is_tar: bool = False
 
     def produce(
-        self, source: ConfiguredSource, out: ByteSink, work: Path, env: Mapping[str, str]
+        self,
+        source: ConfiguredSource,
+        out: ByteSink,
+        work: Path,
+        env: Mapping[str, str],
+        known: KnownFiles | None = None,
     ) -> SourceStats:
         assert isinstance(source, CommandSettings)
         return run_backup_command(

@@ -17,6 +17,7 @@ import tarfile
 from dataclasses import dataclass
 from functools import lru_cache
 
+from reconciler.sources.known_files import KnownFiles
 from reconciler.sources.tar_format import BLOCK, NS_PER_SECOND, RECORD
 from reconciler.streams import CHUNK_SIZE, ByteSink
 
@@ -252,6 +253,14 @@ class TarWriter:
     ) -> None:
         """Write the headers of an entry (a regular file's data follows)."""
         self.write(_header(name, kind, st, size, linkname))
+
+    def skip(self, size: int, known: KnownFiles) -> None:
+        """In place of ``write`` of a file's content: ``known`` has the ``size``
+        bytes that follow what was written (everything before is flushed to
+        it first). The archive's offsets, and so its padding, are unchanged."""
+        self._flush()
+        known.skip(size)
+        self._offset += size
 
     def small_file(self, name: bytes, st: os.stat_result, data: bytes) -> None:
         """Write a whole regular file: headers, ``data`` and its padding."""

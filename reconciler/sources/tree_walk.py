@@ -18,6 +18,10 @@ What ``write_tree`` stores, and how:
   size changes while it is read fails the backup with ``SourceError``: a tar
   entry must hold exactly the size in its header.
 
+Given ``known`` (format 2's file cache), a large file whose content it knows
+is opened and ``fstat``-ed but not read: its header and padding are written
+and ``known.skip`` stands for its content (see ``known_files``).
+
 Names are handled as bytes from the folder listing to the archive, so any
 name survives as it is. Small files are read whole and written together with
 their headers (``tar_writer``) in writes of up to ``CHUNK_SIZE``, larger ones
@@ -36,18 +40,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from reconciler.errors import SourceError
+from reconciler.sources.known_files import KnownFiles
 from reconciler.sources.stats import SourceStats
 from reconciler.sources.tar_format import SMALL_FILE
 from reconciler.sources.tar_writer import TarWriter
 from reconciler.streams import CHUNK_SIZE, ByteSink
 
 
-def write_tree(root: Path, exclude: tuple[str, ...], out: ByteSink) -> SourceStats:
+def write_tree(
+    root: Path, exclude: tuple[str, ...], out: ByteSink, known: KnownFiles | None = None
+) -> SourceStats:
     """Stream the tree under ``root`` to ``out`` as a PAX tar archive.
 
     ``exclude`` holds fnmatch globs, each matched against an entry's path
     relative to ``root`` (``/``-separated) and against its base name; an
-    excluded folder is skipped with everything in it.
+    excluded folder is skipped with everything in it. Large files ``known``
+    knows are not read (their content is ``known.skip``-ped).
 
     Returns the number of entries written (the root folder included) and the
     bytes of file content read. Raises ``SourceError`` when ``root`` is not an
@@ -62,7 +70,7 @@ def write_tree(root: Path, exclude: tuple[str, ...], out: ByteSink) -> SourceSta
         path = entry.path
         try:
             if entry.is_file(follow_symlinks=False):
-                size = _write_file(writer, name, path)
+                size = _write_file(writer, name, path, known)
                 if size is None:
                     continue
                 content_bytes += size
@@ -179,8 +187,12 @@ def _write_symlink(writer: TarWriter, name: bytes, entry: os.DirEntry[bytes]) ->
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-def _write_file(writer: TarWriter, name: bytes, path: bytes) -> int | None:
+def _write_file(
+    writer: TarWriter, name: bytes, path: bytes, known: KnownFiles | None
+) -> int | None:
     """Write a regular file's header and content; its size, or None if it vanished.
+
+    A file ``known`` knows is opened (the header needs its ``fstat``) but not read.
 
     The header is built from ``fstat`` of the open file, so that the size in it
     is the size of what we read. Raises ``SourceError`` naming the file when it
@@ -210,7 +222,10 @@ def _write_file(writer: TarWriter, name: bytes, path: bytes) -> int | None:
             writer.small_file(name, st, _read_small(fd, size, path))
             return size
         writer.header(name, tarfile.REGTYPE, st, size=size)
-        _copy_exactly(fd, size, writer, path)
+        if known is not None and size >= known.min_size and known.known(name, st):
+            writer.skip(size, known)
+        else:
+            _copy_exactly(fd, size, writer, path)
     except OSError as exc:
         raise SourceError(
             f"the file {os.fsdecode(path)} in the source cannot be read ({exc.strerror})"

@@ -12,9 +12,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.backup.pipeline import open_object
-from reconciler.crypto.envelope import unwrap_data_key
+from reconciler.backup.opening import keys_for
+from reconciler.crypto.keyring import KeyRing
 from reconciler.crypto.keys import PrivateKey, load_private_key
+from reconciler.repository.keyfiles import unwrap_index_key
+from reconciler.repository.layout import RECLAIM_DUE
 from reconciler.repository.records import BackupRecord, BackupStatus
 from reconciler.repository.store import Repository
 from reconciler.storage.base import TEMP_MARKER
@@ -72,15 +74,14 @@ def _private_key(path: Path) -> PrivateKey:
 
 
 def verify_objects(repository: Path, record: BackupRecord, private_key: Path) -> None:
-    """Decrypt and check every object of ``record`` end to end; raises IntegrityError."""
-    assert record.wrapped_key is not None, f"manifest of {record.id} holds no data key"
-    data_key = unwrap_data_key(record.wrapped_key, _private_key(private_key))
+    """Decrypt and check every source of ``record`` end to end (either format);
+    raises IntegrityError."""
     stored_in = Repository(LocalStorage(repository), repository.name)
+    keys = keys_for(stored_in, record, KeyRing((_private_key(private_key),)), {})
     for source in record.sources:
         if source.object is None:
             continue
-        stored = stored_in.backup_object(record.id, source.object.name)
-        with open_object(stored, source.object, data_key) as plain:
+        with keys.open(stored_in, record.id, source) as plain:
             while plain.read(CHUNK_SIZE):
                 pass
 
@@ -111,4 +112,50 @@ def assert_settled(repository: Path, private_key: Path) -> RepositoryState:
     for backup_id, record in state.manifests.items():
         if backup_id not in state.succeeded:  # those were verified above
             verify_objects(repository, record, private_key)
+    return state
+
+
+@dataclass(frozen=True)
+class ChunkStoreState:
+    """A format 2 repository's packs and index, read with the private key."""
+
+    packs: frozenset[bytes]
+    indexed_packs: frozenset[bytes]
+    """Packs some visible index entry points to."""
+    stale_runs: tuple[str, ...]
+    """Deltas the pointer says are folded in, and shards it no longer names."""
+    chunks: int
+
+
+def read_chunk_store(repository: Path, private_key: Path) -> ChunkStoreState:
+    store = Repository(LocalStorage(repository), repository.name)
+    record = store.read_index_key()
+    assert record is not None, "a format 2 repository keeps its index key record"
+    ring = KeyRing((_private_key(private_key),))
+    index = store.chunk_index(unwrap_index_key(record, ring, repository.name).derive())
+    entries = list(index.entries())
+    pointer = index.pointer
+    stale = [f"deltas/{d.name}" for d in (repository / "index" / "deltas").glob("*.idx")]
+    stale = [s for s in stale if s.removeprefix("deltas/") in pointer.consumed]
+    shards = repository / "index" / "shards"
+    if shards.exists():
+        stale += [f"shards/{s.name}" for s in shards.iterdir() if s.name not in pointer.shards]
+    return ChunkStoreState(
+        packs=frozenset(store.pack_sizes()),
+        indexed_packs=frozenset(e.pack_id for e in entries),
+        stale_runs=tuple(sorted(stale)),
+        chunks=len(entries),
+    )
+
+
+def assert_chunks_settled(repository: Path, private_key: Path) -> ChunkStoreState:
+    """After a finished reclaim: every index entry points to an existing pack,
+    every pack is indexed, and no folded-in delta or old shard is left."""
+    state = read_chunk_store(repository, private_key)
+    missing = state.indexed_packs - state.packs
+    assert not missing, f"the index points to {len(missing)} missing packs"
+    unindexed = state.packs - state.indexed_packs
+    assert not unindexed, f"{len(unindexed)} packs nothing indexes are left"
+    assert not state.stale_runs, state.stale_runs
+    assert not (repository / RECLAIM_DUE).exists(), "the reclaim is still marked as owed"
     return state

@@ -12,10 +12,18 @@ kills it with SIGKILL, and checks, reading the repository's files directly:
   leaves a repository whose catalog agrees exactly with its manifests, with
   no leftovers; a backup whose manifest was written before the kill is kept,
   not made again.
+
+The repository is format 2 (chunks in packs, found through the index): every
+backup adds a file of new random content, so each run writes a pack and a
+prune leaves chunks for ``chunks.reclaim`` to delete. A kill during a backup
+or a reclaim must never lose a chunk a kept backup references, and the next
+apply must finish the reclaim: every pack indexed, every index entry's pack
+present, no folded-in index run left.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +34,7 @@ from tests.e2e.conftest import assert_one_clear_error
 from tests.e2e.region import Region, wait_for_file
 from tests.e2e.repository_state import (
     RepositoryState,
+    assert_chunks_settled,
     assert_nothing_false_is_listed,
     assert_settled,
     read_state,
@@ -37,6 +46,27 @@ NEXT_DAY = "2026-11-02T06:00:00Z"
 """A backup is due (the newest is 17 hours old); nothing is old enough to prune."""
 WEEK_LATER = "2026-11-09T00:00:00Z"
 """A backup is due, and the T1 backup (8 days old) is pruned; T2's is kept by minBackups."""
+TWO_WEEKS_LATER = "2026-11-16T00:00:00Z"
+"""A backup is due, and the T2 and WEEK_LATER backups are pruned."""
+CHANGING_SIZE = 600_000
+"""New content each backup: more than the large-file size, so whole chunks of its own."""
+
+
+def change_data(region: Region, tag: str) -> bytes:
+    """Give the next backup content no other has (kept under ``versions/`` to be
+    put back later); return it."""
+    content = os.urandom(CHANGING_SIZE)
+    (region.root / "examples" / "stamp" / "deployment" / "changing.bin").write_bytes(content)
+    versions = region.root / "versions"
+    versions.mkdir(exist_ok=True)
+    (versions / tag).write_bytes(content)
+    return content
+
+
+def put_back(region: Region, tag: str) -> None:
+    """Make the deployment tree hold the content of an earlier backup again."""
+    content = (region.root / "versions" / tag).read_bytes()
+    (region.root / "examples" / "stamp" / "deployment" / "changing.bin").write_bytes(content)
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +74,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Region:
     """Made once per module: two Succeeded backups, at T1 and T2."""
     region = Region.create(tmp_path_factory.mktemp("seeded") / "ws")
     for now in (T1, T2):
+        change_data(region, now)
         result = region.apply(now)
         assert result.code == 0, result.text
     assert len(read_state(region.repository).succeeded) == 2
@@ -94,7 +125,8 @@ def new_backups(before: RepositoryState, after: RepositoryState) -> list[str]:
     "point",
     [
         "backup-started",  # the catalog lists a Running backup; nothing else written
-        "object-upload",  # an object fully written under a temporary name, not committed
+        "pack-written",  # a pack of new chunks stored, nothing indexes it yet
+        "object-upload",  # a chunk list fully written under a temporary name, not committed
         "before-manifest",  # every object committed, no manifest: the backup does not exist
         "after-manifest",  # committed, but the catalog still says Running
         "catalog-write#2",  # killed while writing the catalog that records the new backup
@@ -104,6 +136,7 @@ def test_a_backup_killed_at_any_point_is_never_listed_falsely_and_the_next_apply
     region: Region, point: str
 ) -> None:
     before = read_state(region.repository)
+    change_data(region, NEXT_DAY)
     kill_at(region, point, NEXT_DAY)
     committed = new_backups(before, check_after_kill(region, before.succeeded))
     settled = recover(region, NEXT_DAY)
@@ -200,3 +233,39 @@ def test_storage_failing_during_a_prune_fails_clearly_and_the_next_apply_finishe
     check_after_kill(region, before.succeeded - {oldest})
     settled = recover(region, WEEK_LATER)
     assert oldest not in settled.folders
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        "prune-deleting",  # the pruned backup's manifest is gone, its chunk lists not yet
+        "reclaim-shards-written",  # new index shards written, the pointer not yet switched
+        "reclaim-pointer-written",  # the pointer switched, folded-in deltas not yet deleted
+        "reclaim-index-switched",  # the index no longer names the doomed packs, still there
+    ],
+)
+def test_a_reclaim_killed_at_any_point_loses_no_kept_chunk_and_the_next_apply_finishes_it(
+    region: Region, point: str
+) -> None:
+    before = read_state(region.repository)
+    oldest, newest = sorted(before.succeeded)
+    change_data(region, WEEK_LATER)
+    kill_at(region, point, WEEK_LATER)
+    check_after_kill(region, before.succeeded - {oldest})
+
+    result = region.apply(WEEK_LATER)
+    assert result.code == 0, result.text
+    assert "chunks.reclaim: done" in result.out, result.out
+    settled = assert_settled(region.repository, region.key)
+    assert oldest not in settled.folders and newest in settled.succeeded
+    assert_chunks_settled(region.repository, region.key)
+    quiet = region.run("plan", "-f", region.config, "--now", WEEK_LATER, "--detailed-exitcode")
+    assert quiet.code == 0, quiet.text
+
+    # The pruned backup's content comes back: it is stored again, not found in
+    # an index entry whose pack is gone; and a further prune keeps what is kept.
+    put_back(region, T1)
+    assert region.apply(TWO_WEEKS_LATER).code == 0
+    again = assert_settled(region.repository, region.key)
+    assert len(again.succeeded) == 2, again.catalog
+    assert_chunks_settled(region.repository, region.key)

@@ -29,39 +29,84 @@ def restore_args(workspace: Workspace, target: Path, key: Path | None = None) ->
     ]
 
 
+def stored_objects(workspace: Workspace) -> dict[str, Path]:
+    """Every object one format 2 backup stored, by a name its errors use."""
+    repository = workspace.repository
+    [backup] = workspace.backup_dirs()
+    [pack] = (repository / "packs").iterdir()
+    [delta] = (repository / "index" / "deltas").iterdir()
+    [data_key] = (repository / "keys" / "data").iterdir()
+    found = {str(p.relative_to(repository)): p for p in sorted(backup.glob("*.chunks"))}
+    assert len(found) == 5
+    for path in (pack, delta, data_key):
+        found[str(path.relative_to(repository))] = path
+    # Its errors name it by key id: as keys/data/<id>.json or as data key <id>.
+    found[data_key.stem] = found.pop(str(data_key.relative_to(repository)))
+    return found
+
+
+def flipped(path: Path, position: int) -> bytes:
+    original = path.read_bytes()
+    damaged = bytearray(original)
+    damaged[position] ^= 0x01
+    path.write_bytes(bytes(damaged))
+    return original
+
+
 def test_a_flipped_byte_in_any_stored_object_is_an_integrity_error(
     workspace: Workspace, run: Runner, tmp_path: Path
 ) -> None:
     assert run("apply", "-f", workspace.config).code == 0
-    [backup] = workspace.backup_dirs()
-    objects = sorted(p for p in backup.iterdir() if p.name.endswith(".enc"))
-    assert len(objects) == 5
-    for index, obj in enumerate(objects):
-        original = obj.read_bytes()
-        for position in (0, 50, len(original) // 2, len(original) - 1):
-            damaged = bytearray(original)
-            damaged[position] ^= 0x01
-            obj.write_bytes(bytes(damaged))
-            target = tmp_path / f"r-{index}-{position}"
+    pack = next((workspace.repository / "packs").iterdir())
+    for name, obj in stored_objects(workspace).items():
+        size = obj.stat().st_size
+        # A pack's header and trailer are not read by a restore (the index
+        # says where each record is); positions inside its records are.
+        spots = (50, size // 2) if obj == pack else (0, 50, size // 2, size - 1)
+        for position in spots:
+            original = flipped(obj, position)
+            target = tmp_path / f"r-{obj.name}-{position}"
             result = run(*restore_args(workspace, target))
-            assert_one_clear_error(result, obj.name)
+            assert_one_clear_error(result, name)
             assert not target.exists() or not any(
                 p for p in target.iterdir() if not p.name.startswith(".")
             ), "nothing half-restored may look complete"
-        obj.write_bytes(original)
+            obj.write_bytes(original)
+
+
+def test_a_damaged_stored_index_key_stops_a_backup_before_it_stores_anything(
+    workspace: Workspace, run: Runner
+) -> None:
+    assert run("apply", "-f", workspace.config, "--now", "2026-11-01T00:00:00Z").code == 0
+    record = workspace.repository / "keys" / "index.json"
+    text = record.read_text()
+    stored = json.loads(text)["storedKey"]
+    changed = ("B" if stored[0] != "B" else "C") + stored[1:]
+    record.write_text(text.replace(stored, changed))
+    packs = sorted((workspace.repository / "packs").iterdir())
+    result = run("apply", "-f", workspace.config, "--now", "2026-11-02T00:00:00Z")
+    assert_one_clear_error(result, "index key record", "damaged")
+    assert sorted((workspace.repository / "packs").iterdir()) == packs
+    assert len(workspace.backup_dirs()) == 1
 
 
 def test_a_truncated_object_is_an_integrity_error(
     workspace: Workspace, run: Runner, tmp_path: Path
 ) -> None:
     assert run("apply", "-f", workspace.config).code == 0
-    [backup] = workspace.backup_dirs()
-    obj = backup / "resource-manager.sqlite.zst.enc"
-    data = obj.read_bytes()
-    for cut in (len(data) - 1, len(data) - 17, 45, 10):
-        obj.write_bytes(data[:cut])
-        result = run(*restore_args(workspace, tmp_path / f"r{cut}"))
-        assert_one_clear_error(result, "resource-manager.sqlite.zst.enc")
+    objects = stored_objects(workspace)
+    pack = next((workspace.repository / "packs").iterdir())
+    for name in ("backups", "index/deltas", "packs"):
+        label, obj = next((k, v) for k, v in objects.items() if k.startswith(name))
+        data = obj.read_bytes()
+        # A pack cut short loses its last records' bytes (its trailer is
+        # what a restore does not read); the others lose anything.
+        cuts = (len(data) // 3, 10) if obj == pack else (len(data) - 1, len(data) - 17, 45, 10)
+        for cut in cuts:
+            obj.write_bytes(data[:cut])
+            result = run(*restore_args(workspace, tmp_path / f"r{cut}"))
+            assert_one_clear_error(result, label)
+        obj.write_bytes(data)
 
 
 def test_wrong_private_key_names_both_thumbprints(

@@ -101,14 +101,29 @@ def restore(
 
 
 def data_objects(workspace: Workspace) -> dict[str, tuple[bytes, int, int]]:
-    """Every encrypted object: its bytes, mtime and inode (a rewrite changes one of them)."""
+    """Every object holding data (packs, chunk lists, index runs): its bytes, mtime
+    and inode (a rewrite changes one of them)."""
+    repository = workspace.repository
+    found = [
+        *repository.glob("packs/*.pack"),
+        *repository.glob("backups/*/*.chunks"),
+        *repository.glob("index/**/*.idx"),
+    ]
+    assert found, "no data object found"
     return {
-        str(p.relative_to(workspace.repository)): (
-            p.read_bytes(),
-            p.stat().st_mtime_ns,
-            p.stat().st_ino,
-        )
-        for p in sorted(workspace.repository.glob("backups/*/*.enc"))
+        str(p.relative_to(repository)): (p.read_bytes(), p.stat().st_mtime_ns, p.stat().st_ino)
+        for p in sorted(found)
+    }
+
+
+def key_records_wrapped_to(workspace: Workspace) -> set[str]:
+    """The certificates the index key and every data key record are wrapped to."""
+    keys = workspace.repository / "keys"
+    records = [keys / "index.json", *sorted((keys / "data").glob("*.json"))]
+    return {
+        wrapped["thumbprint"]
+        for path in records
+        for wrapped in json.loads(path.read_text())["wrappedKeys"]
     }
 
 
@@ -214,7 +229,8 @@ def test_rotate_then_rewrap_moves_the_old_backup_to_the_new_key_without_rewritin
     manifest = json.loads(
         (workspace.repository / "backups" / str(first["id"]) / "manifest.json").read_text()
     )
-    assert manifest["keyThumbprint"] == manifest["wrappedKey"]["thumbprint"] == new_thumbprint
+    assert manifest["keyThumbprint"] == new_thumbprint
+    assert key_records_wrapped_to(workspace) == {new_thumbprint}
     again = run("plan", "-f", workspace.config, "--now", at(14), "--detailed-exitcode")
     assert again.code == 0, again.text
 

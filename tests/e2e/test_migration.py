@@ -107,7 +107,7 @@ def test_a_damaged_object_at_the_old_location_is_not_copied(
     old = workspace.root / ".backups"
     assert run("apply", "-f", workspace.config, "--now", DAY1).code == 0
     [backup] = workspace.backup_dirs()
-    obj = next(p for p in backup.iterdir() if p.name.endswith(".enc"))
+    obj = next(p for p in backup.iterdir() if p.name.endswith(".chunks"))
     data = bytearray(obj.read_bytes())
     data[len(data) // 2] ^= 0xFF
     obj.write_bytes(bytes(data))
@@ -115,7 +115,7 @@ def test_a_damaged_object_at_the_old_location_is_not_copied(
     new.mkdir()
     relocate(workspace, old, new)
     result = run("apply", "-f", workspace.config, "--now", DAY1)
-    assert_one_clear_error(result, obj.name, "does not match its manifest")
+    assert_one_clear_error(result, obj.name, "is damaged")
     assert not (new / "quickstart" / "backups" / backup.name / "manifest.json").exists()
 
 

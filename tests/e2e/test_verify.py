@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from reconciler.crypto.stream import HEADER_BYTES
 from reconciler.reconcile.prepared import prepare
 from reconciler.repository.lock import RepositoryLock
 from reconciler.spec import load_configurations
@@ -22,43 +21,44 @@ def with_key(workspace: Workspace) -> tuple[str, Path]:
     return ("--key", workspace.private_key)
 
 
-def positions(size: int) -> list[int]:
-    """Bytes worth flipping in an object: each part of the header, the first frame's
-    length, ciphertext and tag, the middle and the very end."""
-    header = [0, 8, 9, 13, HEADER_BYTES - 1]  # magic, version, frame size, salt
-    frame = [HEADER_BYTES, HEADER_BYTES + 4]  # length, first ciphertext byte
-    tail = [size // 2, size - 16, size - 1]  # middle, tag, last byte
-    return sorted({p for p in header + frame + tail if 0 <= p < size})
-
-
 def test_verify_without_and_with_the_key_catches_a_single_flipped_byte_anywhere_in_any_object(
     workspace: Workspace, run: Runner
 ) -> None:
     assert run("apply", "-f", workspace.config).code == 0
     [backup] = workspace.backup_dirs()
-    objects = sorted(backup.glob("*.enc"))
-    assert len(objects) == 5
-    records = {
-        p: p.read_bytes() for p in (backup / "manifest.json", workspace.repository / "catalog.json")
-    }
-    originals = {obj: obj.read_bytes() for obj in objects}
+    repository = workspace.repository
+    [pack] = (repository / "packs").iterdir()
+    [delta] = (repository / "index" / "deltas").iterdir()
+    objects = [*sorted(backup.glob("*.chunks")), delta, pack]
+    assert len(objects) == 7
+    records = {p: p.read_bytes() for p in (backup / "manifest.json", repository / "catalog.json")}
     assert verify(run, workspace).code == 0
     assert verify(run, workspace, *with_key(workspace)).code == 0
-    for index in range(max(len(positions(len(data))) for data in originals.values())):
-        # One flipped byte in each object at once: every object must be named.
-        for obj, data in originals.items():
-            spots = positions(len(data))
-            damaged = bytearray(data)
-            damaged[spots[min(index, len(spots) - 1)]] ^= 0x01
+    for obj in objects:
+        original = obj.read_bytes()
+        size = len(original)
+        # Both read every record of a pack; its header and trailer only the
+        # keyless verify reads (see below).
+        for position in (50, size // 2) if obj == pack else (0, 50, size // 2, size - 1):
+            damaged = bytearray(original)
+            damaged[position] ^= 0x01
             obj.write_bytes(bytes(damaged))
-        for depth in ((), with_key(workspace)):
-            result = verify(run, workspace, *depth)
-            assert_one_clear_error(result, *(obj.name for obj in objects))
-            assert "1 failed" in result.out
-            for path, data in records.items():
-                path.write_bytes(data)  # undo the Corrupt mark before the next check
-    for obj, data in originals.items():
-        obj.write_bytes(data)
+            for depth in ((), with_key(workspace)):
+                result = verify(run, workspace, *depth)
+                assert_one_clear_error(result, str(obj.relative_to(repository)))
+                assert "1 failed" in result.out
+                for path, data in records.items():
+                    path.write_bytes(data)  # undo the Corrupt mark before the next check
+        obj.write_bytes(original)
+    for position in (0, len(records) and pack.stat().st_size - 1):
+        original = pack.read_bytes()
+        damaged = bytearray(original)
+        damaged[position] ^= 0x01
+        pack.write_bytes(bytes(damaged))
+        assert_one_clear_error(verify(run, workspace), str(pack.relative_to(repository)))
+        for path, data in records.items():
+            path.write_bytes(data)
+        pack.write_bytes(original)
     assert verify(run, workspace, *with_key(workspace)).code == 0
 
 
@@ -67,7 +67,7 @@ def test_a_damaged_backup_stays_corrupt_until_a_full_verify_proves_it_intact_aga
 ) -> None:
     assert run("apply", "-f", workspace.config).code == 0
     [backup] = workspace.backup_dirs()
-    obj = backup / "resource-manager.sqlite.zst.enc"
+    obj = backup / "resource-manager.sqlite.chunks"
     original = obj.read_bytes()
     obj.write_bytes(original[:-1] + bytes([original[-1] ^ 0xFF]))
     found = verify(run, workspace)
@@ -105,14 +105,14 @@ def test_periodic_verification_marks_damage_corrupt_and_retention_keeps_an_intac
     assert run("apply", "-f", workspace.config, "--now", at(0)).code == 0
     assert run("apply", "-f", workspace.config, "--now", at(13)).code == 0
     oldest, newer = (str(b["id"]) for b in backups(run, workspace))
-    damaged = workspace.repository / "backups" / newer / "key-vault.dump.zst.enc"
+    damaged = workspace.repository / "backups" / newer / "key-vault.command.chunks"
     data = bytearray(damaged.read_bytes())
     data[len(data) // 2] ^= 0x10
     damaged.write_bytes(bytes(data))
 
     plan = run("plan", "-f", workspace.config, "--now", at(8 * 24), "--output", "json")
     actions = {a["action"]: a for a in json.loads(plan.out)["configurations"][0]["actions"]}
-    assert list(actions) == ["backup.run", "backup.verify", "backup.prune"]
+    assert list(actions) == ["backup.run", "backup.verify", "backup.prune", "chunks.reclaim"]
     assert [b["id"] for b in actions["backup.verify"]["backups"]] == [newer]
     assert [b["id"] for b in actions["backup.prune"]["backups"]] == [oldest]
 

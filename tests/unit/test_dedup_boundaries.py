@@ -318,3 +318,73 @@ def test_rewriting_a_small_file_among_many_stores_little(tmp_path: Path) -> None
     after = stored()
     new = sum(size for ident, size in after.items() if ident not in before)
     assert 15_000 < new <= 400_000  # 147 KB; 1 MiB chunks would store 1.3 MB
+
+
+class KnowsEveryLargeFile:
+    """A KnownFiles (sources.known_files) that says every large file is known."""
+
+    min_size = LARGE_FILE
+
+    def __init__(self) -> None:
+        self.stream: TarBoundarySink | None = None
+        self.asked: list[bytes] = []
+
+    def known(self, name: bytes, st: object, /) -> bool:
+        self.asked.append(name)
+        return True
+
+    def skip(self, size: int, /) -> None:
+        assert self.stream is not None
+        self.stream.skip(size)
+
+
+def test_skipped_content_gives_the_chunks_and_offsets_reading_it_gives(tmp_path: Path) -> None:
+    make_tree(tmp_path)
+    # Each chunk with the file it belongs to: its name and its content's offset and size.
+    read: list[tuple[int, bytes, FileContent | None]] = []
+    by_file: dict[bytes, list[tuple[int, bytes, FileContent | None]]] = {}
+
+    def on_read(chunk: Chunk, content: FileContent | None) -> None:
+        item = (chunk.offset, chunk_id(ID_KEY, chunk.data), content)
+        read.append(item)
+        if content is not None:
+            by_file.setdefault(content.name, []).append(item)
+
+    feeder = ChunkFeeder(Chunker(SEED, LARGE, SMALL), on_read)
+    write_tree(tmp_path, (), TarBoundarySink(feeder))
+    feeder.finish()
+
+    skipped: list[tuple[int, bytes, FileContent | None]] = []
+    known = KnowsEveryLargeFile()
+    feeder = ChunkFeeder(
+        Chunker(SEED, LARGE, SMALL),
+        lambda chunk, content: skipped.append(
+            (chunk.offset, chunk_id(ID_KEY, chunk.data), content)
+        ),
+        lambda content: skipped.extend((o, i, content) for o, i, _c in by_file[content.name]),
+    )
+    known.stream = TarBoundarySink(feeder)
+    write_tree(tmp_path, (), known.stream, known)
+    feeder.finish()
+    assert sorted(known.asked) == sorted(by_file) == [b"large.bin", b"sub/deeper/big-after-small"]
+    assert skipped == read
+
+
+def test_content_is_skipped_only_where_a_large_file_starts(tmp_path: Path) -> None:
+    make_tree(tmp_path)
+    stream, _writes = tar_of(tmp_path)
+    sink = TarBoundarySink(Recorder())
+    with pytest.raises(ValueError, match="no large file's content of 10 bytes starts at 0"):
+        sink.skip(10)
+    (large,) = [f for f in expected_files(stream) if f.name == b"large.bin"]
+    sink.write(stream[: large.offset])
+    with pytest.raises(ValueError, match="no large file's content"):
+        sink.skip(large.size - 1)  # not the whole content
+    chunker = Chunker(SEED, LARGE, SMALL)
+    chunker.feed(b"x" * 10)
+    with pytest.raises(ValueError, match="only right after file_starts"):
+        chunker.skip(100)
+    feeder = ChunkFeeder(Chunker(SEED, LARGE, SMALL), lambda chunk, content: None)
+    feeder.file_starts(large)
+    with pytest.raises(ValueError, match="only an announced large file's content"):
+        feeder.skip(large)  # no on_known: nobody lists the chunks

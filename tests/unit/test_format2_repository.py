@@ -23,17 +23,19 @@ from reconciler.backup.opening import keys_for
 from reconciler.backup.reclaim import estimate_reclaim, reclaim_unreferenced
 from reconciler.backup.restore import RestoreRequest, restore_backup
 from reconciler.backup.verify import verify_backup
+from reconciler.crypto.envelope import wrap_data_key
 from reconciler.crypto.keyring import KeyRing
-from reconciler.crypto.keys import load_private_key
+from reconciler.crypto.keys import PrivateKey, create_key_pair, load_private_key
 from reconciler.dedup.keys import IndexKey
 from reconciler.errors import ConfigError, UnreachableError
 from reconciler.reconcile.apply import index_keys
-from reconciler.repository.chunkstore import DELTAS_DIR, PACKS_DIR
 from reconciler.repository.keyfiles import new_index_key_record
+from reconciler.repository.layout import DELTAS_DIR, PACKS_DIR
 from reconciler.repository.records import BackupRecord, BackupStatus
 from reconciler.repository.store import Repository
 from reconciler.spec import load_configurations
 from reconciler.spec.model import BackupConfiguration
+from reconciler.storage.base import TEMP_MARKER
 from reconciler.storage.memory import MemoryStorage
 from tests.unit.planning_fixtures import applied
 
@@ -103,11 +105,11 @@ class Site:
         restore_backup(self.repository, self.config, record, keys, RestoreRequest(to, (), False))
         return to
 
-    def keys(self) -> list[str]:
+    def object_keys(self) -> list[str]:
         return sorted(self.storage.objects)
 
     def packs(self) -> list[str]:
-        return [k for k in self.keys() if k.startswith(PACKS_DIR + "/")]
+        return [k for k in self.object_keys() if k.startswith(PACKS_DIR + "/")]
 
 
 @pytest.fixture
@@ -127,7 +129,7 @@ def test_a_backup_is_chunks_in_packs_and_restores_byte_for_byte(site: Site, tmp_
     record = site.backup()
     assert all(s.chunked for s in record.sources)
     folder = f"backups/{record.id}/"
-    assert {k.removeprefix(folder) for k in site.keys() if k.startswith(folder)} == {
+    assert {k.removeprefix(folder) for k in site.object_keys() if k.startswith(folder)} == {
         "manifest.json",
         "deployment-inputs.files.chunks",
         "resource-manager.sqlite.chunks",
@@ -144,10 +146,10 @@ def test_a_backup_is_chunks_in_packs_and_restores_byte_for_byte(site: Site, tmp_
 
 def test_an_unchanged_backup_adds_no_pack_and_no_index_entry(site: Site) -> None:
     first = site.backup()
-    before = site.keys()
+    before = site.object_keys()
     second = site.backup(days=1)
     assert sum(s.added_bytes or 0 for s in second.sources) == 0
-    added = sorted(set(site.keys()) - set(before))
+    added = sorted(set(site.object_keys()) - set(before))
     # Only the new backup's manifest and chunk lists, and its run's data key record.
     assert not [k for k in added if k.startswith((PACKS_DIR, DELTAS_DIR))]
     assert all(k.startswith((f"backups/{second.id}/", "keys/data/")) for k in added), added
@@ -173,19 +175,20 @@ def test_damage_in_a_shared_pack_marks_every_backup_using_it(site: Site, tmp_pat
         keyless = verify_backup(site.repository, record.id, None, {}, tmp_path)
         full = verify_backup(site.repository, record.id, site.ring, {}, tmp_path)
         assert keyless.damaged and full.damaged
-        assert "is damaged: its stored bytes do not hash as the pack's trailer records" in (
-            keyless.problems[0]
+        assert (
+            "is damaged: its stored bytes do not hash as the pack's trailer records"
+            in (keyless.problems[0])
         )
 
 
 def test_a_wrong_index_key_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     site = Site(tmp_path, IndexKey.generate())
     site.backup()
-    before = {k: site.storage.read(k) for k in site.keys()}
+    before = {k: site.storage.read(k) for k in site.object_keys()}
     other = IndexKey.generate()
     with pytest.raises(ConfigError, match="is not the index key of repository region-west"):
         index_keys_with(site, other)
-    assert {k: site.storage.read(k) for k in site.keys()} == before
+    assert {k: site.storage.read(k) for k in site.object_keys()} == before
 
 
 def index_keys_with(site: Site, key: IndexKey) -> None:
@@ -204,7 +207,7 @@ def test_a_configured_key_stays_out_of_the_storage_and_the_private_key_alone_res
     record = site.backup()
     stored = site.repository.read_index_key()
     assert stored is not None and stored.stored is None
-    assert not any(key.to_base64().encode() in site.storage.read(k) for k in site.keys())
+    assert not any(key.to_base64().encode() in site.storage.read(k) for k in site.object_keys())
     # A restore host knows no index key: the private key unwraps it.
     out = site.restore(record, tmp_path / "out")
     assert (out / "key-vault" / "key-vault.dump").read_bytes() == b"vault export"
@@ -230,12 +233,15 @@ def test_reclaim_after_prune_frees_what_only_the_pruned_backup_used(
     assert reclaim_unreferenced(site.repository, keys).freed_bytes == 0
 
 
-@pytest.mark.parametrize("point", ["reclaim-pointer-written", "reclaim-index-switched"])
+@pytest.mark.parametrize(
+    "point", ["reclaim-shards-written", "reclaim-pointer-written", "reclaim-index-switched"]
+)
 def test_a_reclaim_interrupted_anywhere_keeps_every_kept_chunk(
     site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, point: str
 ) -> None:
     big = site.root / "stamp" / "deployment" / "big.bin"
     old = site.backup()
+    old_content = big.read_bytes()
     big.write_bytes(os.urandom(700_000))
     kept = site.backup(days=1)
     keys = index_keys(site.repository, site.config)
@@ -244,9 +250,10 @@ def test_a_reclaim_interrupted_anywhere_keeps_every_kept_chunk(
     with pytest.raises(UnreachableError):
         reclaim_unreferenced(site.repository, keys)
     monkeypatch.delenv("BACKUPCTL_FAILPOINTS")
-    # A backup in between dedups against what the half-done reclaim left.
+    # A backup in between must not rely on a chunk the half-done reclaim is
+    # deleting: the old content comes back, and is stored again.
+    big.write_bytes(old_content)
     third = site.backup(days=2)
-    assert sum(s.added_bytes or 0 for s in third.sources) == 0
     reclaim_unreferenced(site.repository, keys)
     for record in (kept, third):
         assert not verify_backup(site.repository, record.id, site.ring, {}, tmp_path).damaged
@@ -286,3 +293,77 @@ def test_format_1_backups_stay_readable_after_an_upgrade(tmp_path: Path) -> None
     for each in (whole, chunked):
         out = site.restore(replace(each), tmp_path / f"out-{each.id}")
         assert_same_tree(site.root / "stamp" / "deployment", out / "deployment-inputs")
+
+
+def test_after_a_certificate_rotation_backups_restore_with_the_new_key_alone(
+    site: Site, tmp_path: Path
+) -> None:
+    site.backup()
+    cert, private = create_key_pair("ec-p256", "CN=new backups", 365, T0)
+    rotated = replace(site.config, encryption=replace(site.config.encryption, certificate=cert))
+    after = site.backup(days=1, config=rotated)
+    # Chunks under the old certificate's data key are not reused: stored again.
+    assert sum(s.added_bytes or 0 for s in after.sources) > 0
+    new_only = KeyRing(
+        (PrivateKey(private, cert.public_key_sha256, tmp_path / "new.pem", "EC P-256"),)
+    )
+    # The index key is wrapped to the old certificate only until key.rewrap:
+    # the restore host also needs the new key to be able to unwrap it.
+    index_record = site.repository.read_index_key()
+    assert index_record is not None
+    site.repository.write_index_key(
+        replace(
+            index_record,
+            wrapped=(*index_record.wrapped, wrap_data_key(site.key.secret, cert)),
+        )
+    )
+    keys = keys_for(site.repository, after, new_only, {})
+    out = tmp_path / "out"
+    restore_backup(site.repository, rotated, after, keys, RestoreRequest(out, (), False))
+    assert_same_tree(site.root / "stamp" / "deployment", out / "deployment-inputs")
+
+
+def test_a_run_that_adds_nothing_writes_no_data_key_and_reclaim_drops_unused_ones(
+    site: Site,
+) -> None:
+    old = site.backup()
+    keys_before = [k for k in site.object_keys() if k.startswith("keys/data/")]
+    site.backup(days=1)
+    assert [k for k in site.object_keys() if k.startswith("keys/data/")] == keys_before
+    (site.root / "stamp" / "deployment" / "big.bin").write_bytes(os.urandom(700_000))
+    site.backup(days=2)
+    assert len([k for k in site.object_keys() if k.startswith("keys/data/")]) == 2
+    # Every chunk of the first run is replaced or still used: prune everything
+    # but the newest backup, and the first run's key stays only if still used.
+    site.repository.prune([old.id])
+    reclaim_unreferenced(site.repository, index_keys(site.repository, site.config))
+    used = {
+        e.key_id.hex()
+        for e in site.repository.chunk_index(index_keys(site.repository, site.config)).entries()
+    }
+    assert {
+        k.removeprefix("keys/data/").removesuffix(".json")
+        for k in site.object_keys()
+        if k.startswith("keys/data/")
+    } == used
+
+
+def test_reclaim_removes_a_pack_cut_short_by_a_killed_write(site: Site) -> None:
+    site.backup()
+    leftover = f"{PACKS_DIR}/0123456789abcdef0123456789abcdef.pack{TEMP_MARKER}4f2a"
+    site.storage.write_atomic(leftover, b"half a pack")
+    reclaim_unreferenced(site.repository, index_keys(site.repository, site.config))
+    assert leftover not in site.object_keys()
+    assert site.packs()  # the real pack stays
+
+
+def test_a_damaged_pack_trailer_fails_the_full_verify_too(site: Site, tmp_path: Path) -> None:
+    record = site.backup()
+    (pack,) = site.packs()
+    data = bytearray(site.storage.read(pack))
+    data[-30] ^= 0x01  # in the trailer: records are intact, the table of contents is not
+    site.storage.write_atomic(pack, bytes(data))
+    keyless = verify_backup(site.repository, record.id, None, {}, tmp_path)
+    full = verify_backup(site.repository, record.id, site.ring, {}, tmp_path)
+    assert keyless.damaged and full.damaged
+    assert "trailer" in full.problems[0]
