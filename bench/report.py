@@ -266,23 +266,25 @@ PROFILES = """\
   aged file system, 20,000 files created by two processes taking whole
   folders took 7.2-7.7 s of kernel time, by two processes taking
   interleaved batches of 64 files 8.9-9.2 s, by one process 9.0-9.7 s.
-- **Format 2, first backup** (perf and cProfile, 1.1 GB set, 2026-12-05,
-  commit d5ed7a6): 5.3 s of CPU, of which the main thread 2.9 s and the two
-  sealing threads (zstd -3 and AES-GCM of new chunks) 1.2 s each, so the
-  main thread is the critical path. It does, one after the other: reading
-  the files and building the tar stream, FastCDC (0.25 s), keyed BLAKE3
-  of every chunk (about 0.3 s with the records' digests), and the whole pack
-  path: appending each sealed record to a growing 32 MiB `bytearray`,
-  copying it once more (`bytes(buffer)`) for `write_atomic`, writing it to
-  the page cache and fsyncing (cProfile: about a third of the main thread's
-  time; perf: `memmove` 8 % and page faults on fresh allocations 5 % of all
-  samples, nearly all on the main thread). The same buffering is most of
-  the backup's peak RSS (175-183 MiB against 112 MiB in format 1). Writing
-  packs from a thread of their own, streamed to storage (`open_write`)
-  instead of buffered and copied, and computing chunk ids on the sealing
-  workers would take most of that off the critical path.
+- **Format 2, first backup** (perf, 1.1 GB set, 2026-12-05). At d5ed7a6:
+  5.3 s of CPU, the main thread 2.9 s of it and the two sealing threads
+  (zstd -3 and AES-GCM of new chunks) 1.2 s each, so the main thread was the
+  critical path: reading and tarring, FastCDC, keyed BLAKE3 of every chunk
+  and the whole pack path (appending records to a growing 32 MiB
+  `bytearray`, copying it again for `write_atomic`, writing and fsyncing;
+  cProfile: a third of the main thread; `memmove` and page faults on fresh
+  allocations 13 % of all samples). At a0aea17 (ids named on the workers,
+  packs written by a thread of their own): 4.65 s of CPU, the main thread
+  1.9 s (`memmove` 0.35 s, FastCDC 0.23 s, the interpreter, reading), the
+  sealing threads 1.2 s each, the pack writer 0.3 s; restic takes 9-10 s of
+  CPU for the same backup. On two cores of their own that is about 2.3 s
+  of wall time against restic's 5-6 s; on this shared machine both move by
+  tens of percent from round to round (backupctl 2.7-4.3 s, restic
+  5.7-9.2 s in one run), so the 0.6x target is met in some rounds and
+  missed in others. Peak RSS 158-183 MiB on the small and the 4 GB set
+  alike (112 MiB in format 1): the pack buffer and the chunks in flight.
 - **Format 2, unchanged backup with the file cache** (h14cache, 2026-12-05):
-  0.7 s of CPU, nearly all on the main thread: the interpreter start and
+  0.7-0.8 s of CPU, nearly all on the main thread: the interpreter start and
   imports (about 0.15 s), then, for the 20,000 small files the cache does
   not hold, opening and reading each, building its tar headers and parsing
   them again in `TarBoundarySink` (per file about 17 us of tar headers, 15
