@@ -22,6 +22,7 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 from bench.tools import Backupctl, run_measured
 
@@ -43,6 +44,7 @@ def run(scratch: Path, backupctl: Backupctl) -> dict[str, object]:
         command.append(measured.seconds)
         rss.append(measured.peak_rss_kib)
     in_process = _in_process(config)
+    operations = _operations(config)
     return {
         "backups": BACKUPS,
         "runs": RUNS,
@@ -54,6 +56,10 @@ def run(scratch: Path, backupctl: Backupctl) -> dict[str, object]:
         "in_process_seconds": [round(s, 4) for s in in_process],
         "in_process_median_seconds": round(statistics.median(in_process), 4),
         "startup_seconds": round(_startup(backupctl), 3),
+        "storage_operations": operations,
+        "storage_operations_one_backup": json.loads((work / ".ready").read_text())[
+            "operations_one_backup"
+        ],
     }
 
 
@@ -61,8 +67,8 @@ def _prepare(work: Path, backupctl: Backupctl) -> Path:
     """The configuration of a repository holding BACKUPS backups (made once, then reused)."""
     config = work / "noop.yaml"
     marker = work / ".ready"
-    ready = f"{BACKUPS} backups, catalog with head"  # rebuilt when the layout changes
-    if marker.exists() and marker.read_text() == ready:
+    ready = f"{BACKUPS} backups, catalog with head, format 2"  # rebuilt when the layout changes
+    if marker.exists() and json.loads(marker.read_text() or "{}").get("layout") == ready:
         return config
     if work.exists():
         subprocess.run(["rm", "-rf", str(work)], check=True)
@@ -89,8 +95,9 @@ def _prepare(work: Path, backupctl: Backupctl) -> Path:
         capture_output=True,
         env=backupctl.env,
     )
+    one = _operations(config)
     _add_backups(work / "storage" / "noop")
-    marker.write_text(ready)
+    marker.write_text(json.dumps({"layout": ready, "operations_one_backup": one}))
     return config
 
 
@@ -144,6 +151,56 @@ def _in_process(config: Path) -> list[float]:
     return timings
 
 
+class _Counting:
+    """A storage that counts the calls made to it, by method name."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+        self.calls: dict[str, int] = {}
+
+    def __getattr__(self, name: str) -> object:
+        value = getattr(self._inner, name)
+        if not callable(value):
+            return value
+
+        def counted(*args: object, **kwargs: object) -> object:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return value(*args, **kwargs)
+
+        return counted
+
+
+def _operations(config: Path) -> dict[str, int]:
+    """The storage calls of one observe + plan, by method (the plan must be a no-op)."""
+    from reconciler.reconcile.prepared import prepare
+    from reconciler.reconcile.session import make_plan
+    from reconciler.repository.store import Repository
+    from reconciler.spec import load_configurations
+    from reconciler.timeutil import parse_time
+
+    (configuration,) = load_configurations(config)
+    prepared = prepare(configuration)
+    counting = _Counting(prepared.repository.storage)
+    prepared = replace(prepared, repository=Repository(counting, configuration.name))  # type: ignore[arg-type]
+    plan, _observed = make_plan(prepared, parse_time(NOW))
+    if plan.actions:
+        raise RuntimeError(f"the plan is not a no-op: {[a.name for a in plan.actions]}")
+    return dict(sorted(counting.calls.items()))
+
+
+def target(result: dict[str, object]) -> dict[str, object]:
+    """The issue's target: the plan's storage calls the same with one and with 10,000 backups."""
+    many = cast(dict[str, int], result["storage_operations"])
+    one = cast(dict[str, int], result["storage_operations_one_backup"])
+    calls = ", ".join(f"{k} {v}" for k, v in many.items())
+    return {
+        "target": f"no-op plan: storage calls the same with 1 and {BACKUPS:,} backups",
+        "value": f"{sum(many.values())} with {BACKUPS:,}, {sum(one.values())} with 1"
+        f" ({calls}; plan command {result['command_median_seconds']:.2f} s)",
+        "met": many == one,
+    }
+
+
 def _startup(backupctl: Backupctl) -> float:
     """``backupctl --version``: the interpreter and import cost in every command."""
     timings = []
@@ -163,6 +220,10 @@ def print_result(result: dict[str, object]) -> None:
         f" (backupctl --version: {result['startup_seconds']:.3f} s)"
     )
     print(f"  observe + plan in process: median {result['in_process_median_seconds']:.4f} s")
+    print(
+        f"  storage calls of one plan: {result['storage_operations']}"
+        f" (with one backup: {result['storage_operations_one_backup']})"
+    )
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ NOW = "2026-01-02T00:00:00Z"
 class Measured:
     seconds: float
     peak_rss_kib: int
+    cpu_seconds: float = 0.0
+    """User and system time of the processes (and the children they waited for)."""
 
 
 class ToolFailed(Exception):
@@ -65,7 +67,7 @@ def run_measured(
                 last = index == len(commands) - 1
                 stdout = (out_file or log_file) if last else subprocess.PIPE
                 proc = subprocess.Popen(
-                    [TIME, "-f", "%M", "-o", str(rss_files[index]), *argv],
+                    [TIME, "-f", "%M %U %S", "-o", str(rss_files[index]), *argv],
                     cwd=cwd,
                     env=env,
                     stdin=previous if previous is not None else subprocess.DEVNULL,
@@ -87,8 +89,11 @@ def run_measured(
                 out_file.close()
     if failures:
         raise ToolFailed(f"{'; '.join(failures)}; see {log}")
-    rss = sum(int(f.read_text().split()[-1]) for f in rss_files)
-    return Measured(seconds, rss)
+    # GNU time writes a note first when the command was killed by a signal.
+    reports = [f.read_text().splitlines()[-1].split() for f in rss_files]
+    rss = sum(int(r[0]) for r in reports)
+    cpu = sum(float(r[1]) + float(r[2]) for r in reports)
+    return Measured(seconds, rss, round(cpu, 2))
 
 
 def tree_size(path: Path) -> int:
@@ -145,6 +150,8 @@ class Backupctl(Tool):
         # each start, which no real installation pays.
         self.env.pop("PYTHONDONTWRITEBYTECODE", None)
         self.env.pop("BACKUPCTL_FAILPOINTS", None)
+        # The file cache of a run's repository goes beside the run, not into ~/.cache.
+        self.env.setdefault("BACKUPCTL_CACHE_DIR", str(scratch / "cache"))
 
     def setup(self) -> None:
         """Make the key pair once, and compile the package (untimed)."""
