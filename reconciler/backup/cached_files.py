@@ -7,6 +7,13 @@ its cached chunk ids and lengths are listed in its place. A miss is read as
 always, and the chunks its content was cut into are remembered for the next
 run. Either way the new cache (``FileCache.commit``, when the run succeeds)
 holds every large file this run saw.
+
+Runs of small entries (a folder's header and the small files and links after
+it, up to the next folder or large file) go the same way: ``known_run`` with
+the run's description (the tree walker's ``describe`` of each entry) is a hit
+when the last run stored a run of that description and each of its chunks is
+still stored; a written run's chunks are remembered when its last one is
+listed (``run_read``).
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from reconciler.dedup.boundaries import FileContent
+from reconciler.dedup.boundaries import FileContent, RunStart, SmallRun
 from reconciler.dedup.chunker import LARGE_FILE
 from reconciler.dedup.file_cache import CachedChunk, FileCache, FileKey
 from reconciler.repository.chunkstore import ChunkWriter
@@ -40,8 +47,55 @@ class CachedFiles:
         self._writer = writer
         self._hits: dict[bytes, tuple[CachedChunk, ...]] = {}
         self._reading: dict[bytes, tuple[FileKey, list[CachedChunk]]] = {}
+        self._run_hit: tuple[int, tuple[CachedChunk, ...]] | None = None
+        self._run_chunks: list[CachedChunk] = []  # the written run's, listed so far
+        self._run_start: int | None = None  # where its first chunk starts
         self.hits = 0
         self.skipped_bytes = 0
+        self.skipped_runs = 0
+
+    @property
+    def looks_up_runs(self) -> bool:
+        """Whether any run of small entries can be known (the last run's cache has some)."""
+        return self._cache.has_runs
+
+    def known_run(self, entries: bytes) -> int | None:
+        """The length of the run of small entries ``entries`` describes, when the
+        cache has its chunks and each is still stored (``chunks_of_run`` then
+        gives them), else None: the run is read, and remembered (``run_read``)."""
+        found = self._cache.lookup_run(self._source, entries)
+        if found is None:
+            return None
+        size, chunks = found
+        if sum(c.length for c in chunks) != size or any(
+            self._writer.stored_length(c.id) is None for c in chunks
+        ):
+            return None
+        self._run_hit = found
+        self._cache.remember_run(self._source, entries, size, chunks)
+        self.skipped_runs += 1
+        return size
+
+    def chunks_of_run(self, run: SmallRun) -> tuple[CachedChunk, ...]:
+        """The cached chunks of a skipped run, ``known_run`` having said it is known."""
+        hit, self._run_hit = self._run_hit, None
+        if hit is None or hit[0] != run.size:
+            raise ValueError(f"a run of {run.size} bytes was skipped but not known")
+        return hit[1]
+
+    def run_chunk_read(self, run: RunStart, offset: int, chunk: CachedChunk) -> None:
+        """One chunk of a written run of small entries, starting at stream ``offset``."""
+        if not self._run_chunks:
+            self._run_start = offset
+        if run.offset == self._run_start:
+            self._run_chunks.append(chunk)
+
+    def run_read(self, run: SmallRun) -> None:
+        """A written run ended (its every chunk given to ``run_chunk_read``): remember it."""
+        chunks, start = tuple(self._run_chunks), self._run_start
+        self._run_chunks, self._run_start = [], None
+        if run.size and start == run.offset and sum(c.length for c in chunks) == run.size:
+            self._cache.remember_run(self._source, run.entries, run.size, chunks)
 
     def known(self, name: bytes, st: os.stat_result) -> bool:
         """True when the cache has the file's chunks and each is still stored;

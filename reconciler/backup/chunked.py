@@ -2,7 +2,7 @@
 
 Backup:  source -> (tar boundaries) -> chunker -> keyed id -> known? -> list
                                                           new -> zstd + AES-GCM (workers) -> pack
-         large file unchanged (file cache) -> its cached ids ------------> list
+         large file or run of small entries unchanged (file cache) -> cached ids -> list
 Restore: chunk list -> index -> record ranges (read ahead) -> decrypt, check id -> plaintext
 
 The stream is byte for byte what format 1 stores, so restoring and verifying
@@ -22,10 +22,16 @@ from typing import TYPE_CHECKING, BinaryIO, TypeVar, cast
 
 from reconciler.backup.cached_files import CachedFiles, SourceCache
 from reconciler.backup.pipeline import tuned_for_throughput
-from reconciler.dedup.boundaries import ChunkFeeder, FileContent, TarBoundarySink
+from reconciler.dedup.boundaries import (
+    ChunkFeeder,
+    FileContent,
+    RunStart,
+    SmallRun,
+    TarBoundarySink,
+)
 from reconciler.dedup.chunk_id import chunk_id, chunk_id_hex
 from reconciler.dedup.chunk_list import ChunkListWriter, read_chunk_list
-from reconciler.dedup.chunker import SMALL_RUN_PARAMS, Chunk, Chunker
+from reconciler.dedup.chunker import LARGE_FILE, SMALL_RUN_PARAMS, Chunk, Chunker
 from reconciler.dedup.file_cache import CachedChunk
 from reconciler.dedup.index import IndexEntry
 from reconciler.dedup.keys import DerivedKeys
@@ -75,6 +81,8 @@ class ChunkedSource:
     """Large files not read: the file cache knew their chunks."""
     skipped_bytes: int = 0
     """Their content's size."""
+    skipped_runs: int = 0
+    """Runs of small entries not read: the file cache knew their chunks."""
 
 
 @dataclass(frozen=True)
@@ -92,10 +100,12 @@ class _InFlight:
 
     length: int
     future: Future[tuple[bytes, bytes | None]] | None
-    content: FileContent | None
+    content: FileContent | RunStart | None
     offset: int
     ident: bytes = b""
     """The id of a chunk the file cache gave (``future`` is None)."""
+    ended: SmallRun | None = None
+    """Not a chunk: a written run of small entries ended with the chunk before."""
 
 
 class _ChunkSink:
@@ -126,7 +136,7 @@ class _ChunkSink:
         self.referenced = 0
         self.added = 0
 
-    def take(self, chunk: Chunk, content: FileContent | None = None) -> None:
+    def take(self, chunk: Chunk, content: FileContent | RunStart | None = None) -> None:
         future = self._pool.submit(self._name_and_seal, chunk.data)
         self._inflight.append(_InFlight(len(chunk.data), future, content, chunk.offset))
         self._inflight_bytes += len(chunk.data)
@@ -150,8 +160,26 @@ class _ChunkSink:
             while len(self._inflight) > SEALING_AHEAD:
                 self._settle()
 
+    def take_known_run(self, run: SmallRun) -> None:
+        """List a skipped run's cached chunks (each still stored: the cache checked)."""
+        if self._files is None:
+            raise ValueError("a run was skipped without a file cache")
+        for cached in self._files.chunks_of_run(run):
+            self._inflight.append(_InFlight(cached.length, None, None, 0, cached.id))
+            while len(self._inflight) > SEALING_AHEAD:
+                self._settle()
+
+    def run_ends(self, run: SmallRun) -> None:
+        """A written run ended: once its chunks are listed, the cache remembers it."""
+        if self._files is not None:
+            self._inflight.append(_InFlight(0, None, None, 0, ended=run))
+
     def _settle(self) -> None:
         item = self._inflight.popleft()
+        if item.ended is not None:
+            assert self._files is not None
+            self._files.run_read(item.ended)
+            return
         record: bytes | None = None
         if item.future is not None:
             self._inflight_bytes -= item.length
@@ -170,7 +198,11 @@ class _ChunkSink:
             assert known is not None
             stored = known
         if item.content is not None and self._files is not None:
-            self._files.chunk_read(item.content, item.offset, CachedChunk(ident, item.length))
+            chunk = CachedChunk(ident, item.length)
+            if isinstance(item.content, RunStart):
+                self._files.run_chunk_read(item.content, item.offset, chunk)
+            else:
+                self._files.chunk_read(item.content, item.offset, chunk)
         self.referenced += stored
         self.chunks += 1
         self._listing.add(ident, item.length)
@@ -181,19 +213,34 @@ class _ChunkSink:
 
 
 class _SkippingTree:
-    """The files source's ``KnownFiles``: the file cache answers, the tar
-    stream's boundary sink is told where content is skipped."""
+    """The files source's ``KnownFiles``: the file cache (if any) answers, the
+    tar stream's boundary sink is told where runs of small entries start and
+    end (the chunker cuts there, cache or not) and where content is skipped."""
 
-    def __init__(self, files: CachedFiles, stream: TarBoundarySink) -> None:
+    min_size = LARGE_FILE
+
+    def __init__(self, files: CachedFiles | None, stream: TarBoundarySink) -> None:
         self._files = files
         self._stream = stream
-        self.min_size = files.min_size
+        self.looks_up_runs = files is not None and files.looks_up_runs
 
     def known(self, name: bytes, st: os.stat_result, /) -> bool:
-        return self._files.known(name, st)
+        return self._files is not None and self._files.known(name, st)
 
     def skip(self, size: int, /) -> None:
         self._stream.skip(size)
+
+    def run_starts(self) -> None:
+        self._stream.run_starts()
+
+    def known_run(self, entries: bytes, /) -> int | None:
+        return None if self._files is None else self._files.known_run(entries)
+
+    def skip_run(self, size: int, /) -> None:
+        self._stream.skip_run(size)
+
+    def run_ends(self, entries: bytes, /) -> None:
+        self._stream.run_ends(entries)
 
 
 class _StreamFeeder:
@@ -239,15 +286,13 @@ def store_chunked(
         chunker = Chunker(
             keys.derived.chunker_seed, between_files=SMALL_RUN_PARAMS if tar_stream else None
         )
-        feeder = ChunkFeeder(chunker, sink.take, sink.take_known)
+        feeder = ChunkFeeder(
+            chunker, sink.take, sink.take_known, sink.take_known_run, sink.run_ends
+        )
         target: TarBoundarySink | _StreamFeeder = (
             TarBoundarySink(feeder) if tar_stream else _StreamFeeder(feeder)
         )
-        known = (
-            _SkippingTree(files, target)
-            if files is not None and isinstance(target, TarBoundarySink)
-            else None
-        )
+        known = _SkippingTree(files, target) if isinstance(target, TarBoundarySink) else None
         result = produce(cast(ByteSink, target), known)
         if isinstance(target, TarBoundarySink):
             target.close()
@@ -256,7 +301,9 @@ def store_chunked(
         listing.close()
         failpoint("object-upload")
     stored = StoredObject(list_object.name, measured.size, measured.sha256.hexdigest())
-    skipped = (files.hits, files.skipped_bytes) if files is not None else (0, 0)
+    skipped = (
+        (files.hits, files.skipped_bytes, files.skipped_runs) if files is not None else (0, 0, 0)
+    )
     return ChunkedSource(stored, sink.chunks, sink.referenced, sink.added, *skipped), result
 
 

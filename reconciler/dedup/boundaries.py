@@ -23,6 +23,13 @@ A large file's content the target already knows (the file cache's) is not
 written at all: the writer calls ``skip`` with its size where the content
 would be, and the target hears ``skip`` between ``file_starts`` and
 ``file_ends``; the stream's offsets are those of the whole stream.
+
+Runs of small entries. The tar writer also says where each run of small
+entries (a folder's header and the small files and links after it, up to the
+next folder or large file) starts and ends (``run_starts``, ``run_ends``);
+the chunker cuts there, so a run is exactly a list of whole chunks the file
+cache can hold, and an unchanged run is skipped as a large file's content is
+(``skip_run``): the target hears ``skip_run`` instead of its bytes.
 """
 
 from __future__ import annotations
@@ -51,6 +58,23 @@ class FileContent:
     size: int
 
 
+@dataclass(frozen=True)
+class RunStart:
+    """The run of small entries a chunk is part of: where the run starts."""
+
+    offset: int
+
+
+@dataclass(frozen=True)
+class SmallRun:
+    """A run of small entries: where it starts, its length, and (when it was
+    written) the tar writer's description of its entries, the file cache's key."""
+
+    offset: int
+    size: int
+    entries: bytes = b""
+
+
 class BoundaryTarget(Protocol):
     """What the tar stream's bytes and its large files' boundaries go to."""
 
@@ -67,15 +91,30 @@ class BoundaryTarget(Protocol):
     def file_ends(self) -> None:
         """The content announced by the last ``file_starts`` ended with the last byte written."""
 
+    def run_starts(self) -> None:
+        """A run of small entries starts with the next byte written (or skipped)."""
 
-ChunkHandler = Callable[[Chunk, FileContent | None], object]
+    def skip_run(self, run: SmallRun, /) -> None:
+        """The run just started is known and its ``run.size`` bytes are not written."""
+
+    def run_ends(self, run: SmallRun, /) -> None:
+        """The run written since ``run_starts`` ended with the last byte written."""
+
+
+ChunkHandler = Callable[[Chunk, FileContent | RunStart | None], object]
 """Takes each chunk in stream order, with the large file whose content it is
-part of (None for chunks between large files). A large file's content is
-exactly its chunks: the last one ends at ``content.offset + content.size``."""
+part of, or the run of small entries it is part of (None for chunks outside
+both). A large file's content is exactly its chunks: the last one ends at
+``content.offset + content.size``; a run's chunks end with ``run_ends``."""
 
 KnownHandler = Callable[[FileContent], object]
 """Takes a large file's content that was skipped (``BoundaryTarget.skip``), in
 stream order with the chunks: whoever said it was known lists its chunks."""
+
+RunHandler = Callable[[SmallRun], object]
+"""Takes a run of small entries, in stream order with the chunks: a skipped
+one (whoever said it was known lists its chunks), or one that was written,
+after its last chunk."""
 
 
 class ChunkFeeder:
@@ -83,23 +122,34 @@ class ChunkFeeder:
 
     For the format's chunks, ``chunker`` is
     ``Chunker(seed, between_files=SMALL_RUN_PARAMS)``. Skipped content goes
-    to ``on_known`` (without it, ``skip`` raises ValueError)."""
+    to ``on_known`` (without it, ``skip`` raises ValueError), skipped runs
+    of small entries to ``on_known_run`` (likewise), and written runs, after
+    their last chunk, to ``on_run``."""
 
     def __init__(
-        self, chunker: Chunker, on_chunk: ChunkHandler, on_known: KnownHandler | None = None
+        self,
+        chunker: Chunker,
+        on_chunk: ChunkHandler,
+        on_known: KnownHandler | None = None,
+        on_known_run: RunHandler | None = None,
+        on_run: RunHandler | None = None,
     ) -> None:
         self._chunker = chunker
         self._on_chunk = on_chunk
         self._on_known = on_known
+        self._on_known_run = on_known_run
+        self._on_run = on_run
         self._file: FileContent | None = None  # the large file being fed
+        self._run: RunStart | None = None  # the run of small entries being fed
 
     def write(self, data: memoryview, /) -> None:
         # Inside a large file every chunk the chunker completes is the file's:
-        # it was cut at the content's start and will be at its end.
-        self._emit(self._chunker.feed(data), self._file)
+        # it was cut at the content's start and will be at its end. A run
+        # likewise.
+        self._emit(self._chunker.feed(data), self._file or self._run)
 
     def file_starts(self, content: FileContent, /) -> None:
-        self._emit(self._chunker.file_starts(), None)
+        self._emit(self._chunker.file_starts(), self._run)
         self._file = content
 
     def skip(self, content: FileContent, /) -> None:
@@ -112,12 +162,29 @@ class ChunkFeeder:
         self._emit(self._chunker.file_ends(), self._file)
         self._file = None
 
+    def run_starts(self) -> None:
+        self._emit(self._chunker.cut(), self._file or self._run)
+        self._run = RunStart(self._chunker.offset)
+
+    def skip_run(self, run: SmallRun, /) -> None:
+        if self._on_known_run is None or self._run != RunStart(run.offset):
+            raise ValueError("only a run just started can be skipped")
+        self._chunker.skip(run.size)
+        self._run = None
+        self._on_known_run(run)
+
+    def run_ends(self, run: SmallRun, /) -> None:
+        self._emit(self._chunker.cut(), self._run)
+        self._run = None
+        if self._on_run is not None:
+            self._on_run(run)
+
     def finish(self) -> None:
         """End the stream: the chunker's last chunks go to ``on_chunk``."""
-        self._emit(self._chunker.finish(), self._file)
-        self._file = None
+        self._emit(self._chunker.finish(), self._file or self._run)
+        self._file = self._run = None
 
-    def _emit(self, chunks: list[Chunk], file: FileContent | None) -> None:
+    def _emit(self, chunks: list[Chunk], file: FileContent | RunStart | None) -> None:
         for chunk in chunks:
             self._on_chunk(chunk, file)
 
@@ -139,6 +206,7 @@ class TarBoundarySink:
         self._pax_left = 0
         self._pending: dict[bytes, bytes] = {}  # the records of the last PAX header
         self._ended = False  # the end-of-archive block was seen
+        self._run_at: int | None = None  # where the run of small entries being written starts
 
     def write(self, data: bytes, /) -> None:
         with memoryview(data) as view:
@@ -160,6 +228,38 @@ class TarBoundarySink:
         self._skip, self._padding, self._in_file = self._padding, 0, False
         self._target.skip(content)
         self._target.file_ends()
+
+    def run_starts(self) -> None:
+        """A run of small entries starts with the next byte (the target hears
+        ``run_starts``). Raises ValueError unless between two entries."""
+        self._check_between_entries("a run of small entries cannot start")
+        self._run_at = self._offset
+        self._target.run_starts()
+
+    def skip_run(self, size: int, /) -> None:
+        """In place of writing the run just started: its ``size`` bytes are known
+        to the target (it hears ``skip_run``). Raises ValueError unless a run
+        started right at the last byte written."""
+        if self._run_at != self._offset:
+            raise ValueError(f"no run of small entries starts at {self._offset}")
+        self._offset += size
+        self._run_at = None
+        self._target.skip_run(SmallRun(self._offset - size, size))
+
+    def run_ends(self, entries: bytes, /) -> None:
+        """The run written since ``run_starts`` ended with the last byte written;
+        ``entries`` describes it (the target hears ``run_ends``). Raises
+        ValueError unless a run was started and the stream is between entries."""
+        start = self._run_at
+        if start is None:
+            raise ValueError("no run of small entries was started")
+        self._check_between_entries("a run of small entries cannot end")
+        self._run_at = None
+        self._target.run_ends(SmallRun(start, self._offset - start, entries))
+
+    def _check_between_entries(self, what: str) -> None:
+        if self._header or self._skip or self._pax is not None or self._pending or self._ended:
+            raise ValueError(f"{what} inside an entry, at byte {self._offset}")
 
     def close(self) -> None:
         """Check the stream ended between entries (raises ``SourceError`` if not)."""

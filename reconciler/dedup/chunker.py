@@ -110,6 +110,11 @@ class Chunker:
         self._pending = bytearray()
         self._start = 0  # stream offset of self._pending[0]
 
+    @property
+    def offset(self) -> int:
+        """The stream offset of the next byte to be fed."""
+        return self._start + len(self._pending)
+
     def feed(self, data: bytes | memoryview) -> list[Chunk]:
         """Add the next bytes of the stream; return the chunks they complete, in order."""
         out: list[Chunk] = []
@@ -132,15 +137,23 @@ class Chunker:
         self._cutter = self._in_file
         return out
 
-    def skip(self, size: int) -> None:
-        """Say that the next ``size`` bytes of the stream are a large file's whole
-        content, cut elsewhere (the file cache holds its chunks): only the
-        stream offset moves, and ``file_ends`` follows.
+    def cut(self) -> list[Chunk]:
+        """Cut here: return the pending piece's chunks, whatever its size, cut as
+        at the end of the stream (a run of small entries starts or ends; the
+        sizes in use stay)."""
+        out: list[Chunk] = []
+        self._cut(out, final=True)
+        return out
 
-        Raises ValueError unless called right after ``file_starts`` (nothing is
-        pending then, so the skipped content is cut as reading it would cut it)."""
-        if self._cutter is not self._in_file or self._pending or size < 0:
-            raise ValueError("a large file's content is skipped only right after file_starts")
+    def skip(self, size: int) -> None:
+        """Say that the next ``size`` bytes of the stream are cut elsewhere (the
+        file cache holds their chunks: a large file's whole content, or a run of
+        small entries): only the stream offset moves.
+
+        Raises ValueError unless nothing is pending (right after ``file_starts``
+        or ``cut``), so the skipped bytes are cut as reading them would cut them."""
+        if self._pending or size < 0:
+            raise ValueError("bytes are skipped only right after a cut")
         self._start += size
 
     def file_ends(self) -> list[Chunk]:

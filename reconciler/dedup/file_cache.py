@@ -4,6 +4,9 @@ Per repository, one SQLite file maps (source, path) and the file's size,
 mtime, ctime, inode and device to the ordered ids and lengths of the chunks
 of its content, as the last backup run found them. A lookup whose stat
 matches skips reading the file; anything else is a miss and costs only time.
+Runs of small entries likewise: a keyed hash of the run's description (what
+its tar bytes are made from: paths, stat, link targets) maps to its length
+and chunks, so an unchanged run is neither opened nor read.
 
 Trust. Every row carries a keyed BLAKE3 MAC (16 bytes) under a key derived
 from the index key and the repository's identity, and the file a key check,
@@ -46,7 +49,8 @@ from reconciler.dedup.keys import IndexKey
 _LOG = logging.getLogger(__name__)
 
 _CONTEXT = "backupctl 2026 dedup file cache key v1"
-_FORMAT = 1
+_FORMAT = 2
+"""2: runs of small entries too. A cache of another format counts as empty."""
 _MAC_BYTES = 16
 _STAT = struct.Struct(">QqqQQ")  # size, mtime_ns, ctime_ns, inode, device
 _CHUNK = struct.Struct(f">{CHUNK_ID_BYTES}sI")  # id, length
@@ -57,6 +61,8 @@ _SCHEMA = (
     "CREATE TABLE meta (format INTEGER NOT NULL, key_check BLOB NOT NULL)",
     "CREATE TABLE files (source TEXT NOT NULL, path BLOB NOT NULL, stat BLOB NOT NULL,"
     " chunks BLOB NOT NULL, mac BLOB NOT NULL, PRIMARY KEY (source, path)) WITHOUT ROWID",
+    "CREATE TABLE runs (source TEXT NOT NULL, digest BLOB NOT NULL, size INTEGER NOT NULL,"
+    " chunks BLOB NOT NULL, mac BLOB NOT NULL, PRIMARY KEY (source, digest)) WITHOUT ROWID",
 )
 
 
@@ -107,6 +113,8 @@ def cache_dir(environ: Mapping[str, str]) -> Path:
 class _Keys:
     name: str
     mac: bytes
+    run_digest: bytes
+    run_mac: bytes
 
 
 def _keys(index_key: IndexKey, repository: str) -> _Keys:
@@ -115,6 +123,8 @@ def _keys(index_key: IndexKey, repository: str) -> _Keys:
     return _Keys(
         name=blake3(b"name\0" + identity, key=root).hexdigest(length=16),
         mac=blake3(b"mac\0" + identity, key=root).digest(),
+        run_digest=blake3(b"run digest\0" + identity, key=root).digest(),
+        run_mac=blake3(b"run mac\0" + identity, key=root).digest(),
     )
 
 
@@ -129,6 +139,9 @@ class FileCache:
         keys = _keys(index_key, repository)
         directory = directory.absolute()  # SQLite's URI form needs it
         self._mac_key = keys.mac
+        self._run_keys = keys
+        self.has_runs = False
+        """Whether the last run's cache holds runs of small entries (else none is looked up)."""
         self.path = directory / f"{keys.name}.cache"
         self._new: sqlite3.Connection | None = None
         self._temporary: Path | None = None
@@ -178,6 +191,49 @@ class FileCache:
             self._distrust()
             return None
         return tuple(CachedChunk(i, n) for i, n in _CHUNK.iter_unpack(chunks))
+
+    def lookup_run(self, source: str, entries: bytes) -> tuple[int, tuple[CachedChunk, ...]] | None:
+        """The length and chunks the last run found for the run of small entries
+        ``entries`` describes, or None (a miss; the cache is not trusted)."""
+        if self._old is None:
+            return None
+        digest = self._run_digest(source, entries)
+        try:
+            row = self._old.execute(
+                "SELECT size, chunks, mac FROM runs WHERE source = ? AND digest = ?",
+                (source, digest),
+            ).fetchone()
+        except sqlite3.DatabaseError:
+            self._distrust()
+            return None
+        if row is None:
+            return None
+        size, chunks, mac = row
+        if (
+            not isinstance(size, int)
+            or not isinstance(chunks, bytes)
+            or len(chunks) % _CHUNK.size
+            or mac != self._run_mac(source, digest, size, chunks)
+        ):
+            self._distrust()
+            return None
+        return size, tuple(CachedChunk(i, n) for i, n in _CHUNK.iter_unpack(chunks))
+
+    def remember_run(
+        self, source: str, entries: bytes, size: int, chunks: tuple[CachedChunk, ...]
+    ) -> None:
+        """Record this run's chunks of a run of small entries (found or just read)."""
+        if self._new is None:
+            return
+        digest = self._run_digest(source, entries)
+        packed = b"".join(_CHUNK.pack(c.id, c.length) for c in chunks)
+        try:
+            self._new.execute(
+                "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?)",
+                (source, digest, size, packed, self._run_mac(source, digest, size, packed)),
+            )
+        except sqlite3.Error as exc:
+            self._stop_writing(exc)
 
     def remember(self, key: FileKey, chunks: tuple[CachedChunk, ...]) -> None:
         """Record this run's chunks of a file (found in the cache or just read)."""
@@ -248,10 +304,16 @@ class FileCache:
             # so SQLite needs no lock and writes no journal beside it.
             connection = sqlite3.connect(f"{self.path.as_uri()}?mode=ro&immutable=1", uri=True)
             row = connection.execute("SELECT format, key_check FROM meta").fetchone()
+            if row is not None and row[0] != _FORMAT:
+                connection.close()
+                return None  # an older or newer layout: empty, not damaged
+            if row is not None and tuple(row) == (_FORMAT, self._key_check()):
+                self.has_runs = (
+                    connection.execute("SELECT 1 FROM runs LIMIT 1").fetchone() is not None
+                )
+                return connection
         except sqlite3.DatabaseError:
-            row = None
-        if row is not None and tuple(row) == (_FORMAT, self._key_check()):
-            return connection
+            pass
         if connection is not None:
             connection.close()
         self._warn()
@@ -272,6 +334,19 @@ class FileCache:
 
     def _key_check(self) -> bytes:
         return blake3(b"key check\0%d" % _FORMAT, key=self._mac_key).digest(length=_MAC_BYTES)
+
+    def _run_digest(self, source: str, entries: bytes) -> bytes:
+        name = source.encode("utf-8")
+        return blake3(
+            struct.pack(">I", len(name)) + name + entries, key=self._run_keys.run_digest
+        ).digest()
+
+    def _run_mac(self, source: str, digest: bytes, size: int, chunks: bytes) -> bytes:
+        name = source.encode("utf-8")
+        message = b"".join(
+            (struct.pack(">I", len(name)), name, digest, struct.pack(">Q", size), chunks)
+        )
+        return blake3(message, key=self._run_keys.run_mac).digest(length=_MAC_BYTES)
 
     def _mac(self, source: str, path: bytes, stat: bytes, chunks: bytes) -> bytes:
         name = source.encode("utf-8")

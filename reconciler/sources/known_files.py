@@ -7,6 +7,16 @@ file it asks ``known``; on True it writes the file's header and padding as
 always but, in place of the content, calls ``skip`` with its size. The
 stream's consumer then lists the cached chunks, so the stored stream (and
 any restore of it) is byte for byte what reading the file would have given.
+
+Runs of small entries go the same way. The tree walker groups the stream's
+small entries into runs: a folder's header and the small files and links
+after it, up to the next folder or large file. It says where each run starts
+(``run_starts``) and ends (``run_ends``, with a description of its entries);
+when it stat-ed the run's entries ahead (``looks_up_runs``) it first asks
+``known_run`` with that description, and on a known run calls ``skip_run``
+with the run's length instead of opening, reading and writing its entries.
+A description (``tar_writer.describe``) holds everything the entries' tar
+bytes are made from, so equal descriptions mean byte-identical runs.
 """
 
 from __future__ import annotations
@@ -32,4 +42,27 @@ class KnownFiles(Protocol):
         """Stands for the content just said known: every byte of the stream
         before it has been written, and the stream's next ``size`` bytes are
         that content."""
+        ...
+
+    @property
+    def looks_up_runs(self) -> bool:
+        """Whether ``known_run`` may answer: if not, the walker need not stat ahead."""
+        ...
+
+    def run_starts(self) -> None:
+        """A run of small entries starts with the next byte (every byte before it written)."""
+        ...
+
+    def known_run(self, entries: bytes, /) -> int | None:
+        """The length in bytes of the run whose entries ``entries`` describes, when
+        those bytes are known (the run just started is then ``skip_run``-ped), else None."""
+        ...
+
+    def skip_run(self, size: int, /) -> None:
+        """Stands for the run just started and said known: its ``size`` bytes."""
+        ...
+
+    def run_ends(self, entries: bytes, /) -> None:
+        """The run written since ``run_starts`` ended with the last byte written;
+        ``entries`` describes its entries as written."""
         ...

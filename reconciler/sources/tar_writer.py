@@ -13,6 +13,7 @@ import grp
 import os
 import pwd
 import stat
+import struct
 import tarfile
 from dataclasses import dataclass
 from functools import lru_cache
@@ -217,6 +218,38 @@ def _is_utf8(value: bytes) -> bool:
     return True
 
 
+_DESCRIPTION = struct.Struct(">cIQqqQQQQ")
+"""kind, mode, size, mtime_ns, ctime_ns, inode, device, uid, gid."""
+
+
+@lru_cache(maxsize=256)
+def _owner_names(uid: int, gid: int) -> bytes:
+    return b"%s\0%s\0" % (os.fsencode(_user_name(uid)), os.fsencode(_group_name(gid)))
+
+
+def describe(
+    name: bytes, kind: bytes, st: os.stat_result, size: int = 0, linkname: bytes = b""
+) -> bytes:
+    """What an entry's tar bytes are made from, as one byte string: the
+    ``header`` arguments, the owner's names, and the stat fields that tell a
+    file's content apart (size, mtime, ctime, inode, device), as the file
+    cache trusts them. Descriptions of runs of entries concatenate
+    unambiguously (a fixed part, then three NUL-ended strings: names and link
+    targets hold no NUL)."""
+    fixed = _DESCRIPTION.pack(
+        kind,
+        st.st_mode,
+        size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+        st.st_ino,
+        st.st_dev,
+        st.st_uid,
+        st.st_gid,
+    )
+    return b"%s%s\0%s\0%s" % (fixed, name, linkname, _owner_names(st.st_uid, st.st_gid))
+
+
 class TarWriter:
     """Writes the archive to ``out`` in writes of at most ``CHUNK_SIZE`` bytes.
 
@@ -261,6 +294,22 @@ class TarWriter:
         self._flush()
         known.skip(size)
         self._offset += size
+
+    def run_starts(self, known: KnownFiles) -> None:
+        """A run of small entries starts with the next byte (see ``known_files``)."""
+        self._flush()
+        known.run_starts()
+
+    def skip_run(self, size: int, known: KnownFiles) -> None:
+        """In place of writing the run just started: ``known`` has its ``size`` bytes."""
+        self._flush()
+        known.skip_run(size)
+        self._offset += size
+
+    def run_ends(self, known: KnownFiles, entries: bytes) -> None:
+        """The run written since ``run_starts`` ends here; ``entries`` describes it."""
+        self._flush()
+        known.run_ends(entries)
 
     def small_file(self, name: bytes, st: os.stat_result, data: bytes) -> None:
         """Write a whole regular file: headers, ``data`` and its padding."""

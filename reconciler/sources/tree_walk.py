@@ -20,7 +20,10 @@ What ``write_tree`` stores, and how:
 
 Given ``known`` (format 2's file cache), a large file whose content it knows
 is opened and ``fstat``-ed but not read: its header and padding are written
-and ``known.skip`` stands for its content (see ``known_files``).
+and ``known.skip`` stands for its content (see ``known_files``). Small
+entries are grouped into runs (a folder and the small files and links after
+it, up to the next folder or large file); a run ``known`` knows, its entries
+``lstat``-ed (and links read) but no file opened, is ``known.skip_run``-ped.
 
 Names are handled as bytes from the folder listing to the archive, so any
 name survives as it is. Small files are read whole and written together with
@@ -37,13 +40,14 @@ import os
 import stat
 import tarfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.errors import SourceError
 from reconciler.sources.known_files import KnownFiles
 from reconciler.sources.stats import SourceStats
 from reconciler.sources.tar_format import SMALL_FILE
-from reconciler.sources.tar_writer import TarWriter
+from reconciler.sources.tar_writer import TarWriter, describe
 from reconciler.streams import CHUNK_SIZE, ByteSink
 
 
@@ -55,41 +59,252 @@ def write_tree(
     ``exclude`` holds fnmatch globs, each matched against an entry's path
     relative to ``root`` (``/``-separated) and against its base name; an
     excluded folder is skipped with everything in it. Large files ``known``
-    knows are not read (their content is ``known.skip``-ped).
+    knows are not read (their content is ``known.skip``-ped), nor are runs of
+    small entries it knows (``known.skip_run``; their entries are stat-ed).
 
     Returns the number of entries written (the root folder included) and the
-    bytes of file content read. Raises ``SourceError`` when ``root`` is not an
+    bytes of file content written. Raises ``SourceError`` when ``root`` is not an
     existing folder, when a file or folder cannot be read (the message names
     it) or when a file changes size while it is read.
     """
     root_stat = _root_stat(root)
-    writer = TarWriter(out)
-    writer.header(b".", tarfile.DIRTYPE, root_stat)
-    items, content_bytes = 1, 0
-    for name, entry in _walk(os.fsencode(root), exclude):
+    tree = _TreeWriter(TarWriter(out), known)
+    entries = _Lookahead(_walk(os.fsencode(root), exclude))
+    looks_up = known if known is not None and known.looks_up_runs else None
+    if looks_up is None:
+        tree.directory(b".", root_stat)
+    else:
+        run = _gather(entries, looks_up, root_stat)
+        if not tree.skipped(run):
+            tree.directory(b".", root_stat)
+            for each in run.entries:
+                tree.entry(*each)
+    for name, entry in entries:
+        if looks_up is not None and tree.may_start_run(entry):
+            entries.put_back((name, entry))
+            run = _gather(entries, looks_up, None)
+            if not tree.skipped(run):
+                for each in run.entries:
+                    tree.entry(*each)
+        else:
+            tree.entry(name, entry)
+    return tree.close()
+
+
+Named = tuple[bytes, os.DirEntry[bytes]]
+
+
+class _Lookahead:
+    """An iterator of walked entries that takes back the one last taken."""
+
+    def __init__(self, entries: Iterator[Named]) -> None:
+        self._entries = entries
+        self._back: Named | None = None
+
+    def __iter__(self) -> _Lookahead:
+        return self
+
+    def __next__(self) -> Named:
+        if self._back is not None:
+            named, self._back = self._back, None
+            return named
+        return next(self._entries)
+
+    def put_back(self, named: Named) -> None:
+        self._back = named
+
+
+@dataclass(frozen=True)
+class _Run:
+    """A run of small entries as stat-ed ahead, before deciding to read it."""
+
+    entries: list[Named]
+    """The walked entries in it (not the root folder)."""
+    description: bytes | None
+    """``describe`` of each entry, or None when one could not be stat-ed (it is read)."""
+    count: int
+    content_bytes: int
+    with_root: bool
+
+
+def _gather(entries: _Lookahead, known: KnownFiles, root_stat: os.stat_result | None) -> _Run:
+    """Stat the entries of the run that starts with the next one (with the
+    root folder given its ``root_stat``), up to the next folder or large file,
+    which is put back. Opens nothing: symbolic links are read, files stat-ed."""
+    taken: list[Named] = []
+    described = [describe(b".", tarfile.DIRTYPE, root_stat)] if root_stat is not None else []
+    content, complete = 0, True
+    for name, entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                if taken or root_stat is not None:
+                    entries.put_back((name, entry))
+                    break
+                described.append(describe(name, tarfile.DIRTYPE, entry.stat(follow_symlinks=False)))
+            elif entry.is_file(follow_symlinks=False):
+                st = entry.stat(follow_symlinks=False)
+                if st.st_size >= known.min_size:
+                    entries.put_back((name, entry))
+                    break
+                described.append(describe(name, tarfile.REGTYPE, st, st.st_size))
+                content += st.st_size
+            elif entry.is_symlink():
+                st = entry.stat(follow_symlinks=False)
+                target = os.readlink(entry.path)
+                described.append(describe(name, tarfile.SYMTYPE, st, linkname=target))
+            else:
+                continue  # socket, FIFO or device: never written
+        except FileNotFoundError:
+            pass  # deleted since its folder was listed: left out when written too
+        except OSError:
+            complete = False  # reading it reports why
+        taken.append((name, entry))
+    description = b"".join(described) if complete and described else None
+    return _Run(taken, description, len(described), content, root_stat is not None)
+
+
+class _TreeWriter:
+    """Writes walked entries to the tar writer; with ``known``, says where each
+    run of small entries starts and ends, with the description of what it wrote."""
+
+    def __init__(self, writer: TarWriter, known: KnownFiles | None) -> None:
+        self._writer = writer
+        self._known = known
+        self._run: list[bytes] | None = None  # descriptions of the run being written
+        self.items = 0
+        self.content_bytes = 0
+
+    def may_start_run(self, entry: os.DirEntry[bytes]) -> bool:
+        """Whether a run starts with ``entry``: a folder, or a small file or link
+        after a large file (a large file, lstat-ed here, never does)."""
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                return True
+            if self._run is not None:
+                return False
+            if entry.is_file(follow_symlinks=False):
+                assert self._known is not None
+                return entry.stat(follow_symlinks=False).st_size < self._known.min_size
+            return entry.is_symlink()
+        except OSError:
+            return False  # writing it reports why, or leaves it out
+
+    def skipped(self, run: _Run) -> bool:
+        """Skip ``run`` when ``known`` knows it; False when it must be written."""
+        known = self._known
+        if known is None or run.description is None:
+            return False
+        size = known.known_run(run.description)
+        if size is None:
+            return False
+        self._end_run()
+        self._writer.run_starts(known)
+        self._writer.skip_run(size, known)
+        self.items += run.count
+        self.content_bytes += run.content_bytes
+        return True
+
+    def directory(self, name: bytes, st: os.stat_result) -> None:
+        """A folder's entry, which starts a run."""
+        self._end_run()
+        self._start_run()
+        self._writer.header(name, tarfile.DIRTYPE, st)
+        self._described(name, tarfile.DIRTYPE, st)
+        self.items += 1
+
+    def entry(self, name: bytes, entry: os.DirEntry[bytes]) -> None:
+        """Write one walked entry. Raises ``SourceError`` naming it when it cannot be read."""
         path = entry.path
         try:
             if entry.is_file(follow_symlinks=False):
-                size = _write_file(writer, name, path, known)
-                if size is None:
-                    continue
-                content_bytes += size
+                self._file(name, path)
             elif entry.is_dir(follow_symlinks=False):
-                writer.header(name, tarfile.DIRTYPE, entry.stat(follow_symlinks=False))
+                self.directory(name, entry.stat(follow_symlinks=False))
             elif entry.is_symlink():
-                if not _write_symlink(writer, name, entry):
-                    continue
-            else:
-                continue  # socket, FIFO or device: nothing a restore could bring back
+                self._symlink(name, entry)
         except FileNotFoundError:
-            continue  # deleted since its folder was listed
+            pass  # deleted since its folder was listed
         except OSError as exc:
             raise SourceError(
                 f"the path {os.fsdecode(path)} in the source cannot be read ({exc.strerror})"
             ) from exc
-        items += 1
-    writer.close()
-    return SourceStats(items=items, content_bytes=content_bytes)
+
+    def close(self) -> SourceStats:
+        self._end_run()
+        self._writer.close()
+        return SourceStats(items=self.items, content_bytes=self.content_bytes)
+
+    def _start_run(self) -> None:
+        if self._known is not None:
+            self._writer.run_starts(self._known)
+        self._run = []
+
+    def _end_run(self) -> None:
+        if self._run is not None:
+            if self._known is not None:
+                self._writer.run_ends(self._known, b"".join(self._run))
+            self._run = None
+
+    def _described(
+        self, name: bytes, kind: bytes, st: os.stat_result, size: int = 0, link: bytes = b""
+    ) -> None:
+        if self._run is not None and self._known is not None:
+            self._run.append(describe(name, kind, st, size, link))
+
+    def _symlink(self, name: bytes, entry: os.DirEntry[bytes]) -> None:
+        link = _read_symlink(entry)
+        if link is not None:
+            st, target = link
+            if self._run is None:
+                self._start_run()
+            self._writer.header(name, tarfile.SYMTYPE, st, linkname=target)
+            self._described(name, tarfile.SYMTYPE, st, link=target)
+            self.items += 1
+
+    def _file(self, name: bytes, path: bytes) -> None:
+        fd = _open_file(path)
+        if fd is None:
+            return
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise SourceError(
+                    f"the file {os.fsdecode(path)} was replaced while the backup was reading it"
+                )
+            size = st.st_size
+            known = self._known
+            if known is not None and size >= known.min_size:
+                self._end_run()  # a large file is outside runs
+                self._writer.header(name, tarfile.REGTYPE, st, size=size)
+                if known.known(name, st):
+                    self._writer.skip(size, known)
+                else:
+                    _copy_exactly(fd, size, self._writer, path)
+                self._writer.pad()
+            else:
+                if self._run is None:
+                    self._start_run()
+                _write_small(self._writer, name, fd, st, path)
+                self._described(name, tarfile.REGTYPE, st, size)
+        except OSError as exc:
+            raise SourceError(
+                f"the file {os.fsdecode(path)} in the source cannot be read ({exc.strerror})"
+            ) from exc
+        finally:
+            os.close(fd)
+        self.items += 1
+        self.content_bytes += size
+
+
+def _write_small(writer: TarWriter, name: bytes, fd: int, st: os.stat_result, path: bytes) -> None:
+    """A file outside large files' place: read whole below ``SMALL_FILE``, else streamed."""
+    size = st.st_size
+    if size < SMALL_FILE:
+        writer.small_file(name, st, _read_small(fd, size, path))
+        return
+    writer.header(name, tarfile.REGTYPE, st, size=size)
+    _copy_exactly(fd, size, writer, path)
+    writer.pad()
 
 
 def _root_stat(root: Path) -> os.stat_result:
@@ -166,41 +381,33 @@ def _is_excluded(name: str, exclude: tuple[str, ...]) -> bool:
     )
 
 
-def _write_symlink(writer: TarWriter, name: bytes, entry: os.DirEntry[bytes]) -> bool:
-    """Write a symbolic link entry; False when the link has disappeared.
+def _read_symlink(entry: os.DirEntry[bytes]) -> tuple[os.stat_result, bytes] | None:
+    """A symbolic link's stat and target; None when the link has disappeared.
 
     Raises ``SourceError`` naming the link when it cannot be read."""
     try:
-        st = entry.stat(follow_symlinks=False)
-        target = os.readlink(entry.path)
+        return entry.stat(follow_symlinks=False), os.readlink(entry.path)
     except FileNotFoundError:
-        return False
+        return None
     except OSError as exc:
         raise SourceError(
             f"the symbolic link {os.fsdecode(entry.path)} in the source cannot be read"
             f" ({exc.strerror})"
         ) from exc
-    writer.header(name, tarfile.SYMTYPE, st, linkname=target)
-    return True
 
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-def _write_file(
-    writer: TarWriter, name: bytes, path: bytes, known: KnownFiles | None
-) -> int | None:
-    """Write a regular file's header and content; its size, or None if it vanished.
+def _open_file(path: bytes) -> int | None:
+    """A regular file opened for reading; None if it vanished.
 
-    A file ``known`` knows is opened (the header needs its ``fstat``) but not read.
-
-    The header is built from ``fstat`` of the open file, so that the size in it
-    is the size of what we read. Raises ``SourceError`` naming the file when it
-    cannot be opened or read, or changed size or type meanwhile."""
+    Raises ``SourceError`` naming the file when it cannot be opened or was
+    replaced by a symbolic link."""
     try:
         # O_NOFOLLOW and O_NONBLOCK: if the file was swapped for a symlink or a
         # FIFO since it was listed, fail or return instead of following/blocking.
-        fd = os.open(path, _OPEN_FLAGS)
+        return os.open(path, _OPEN_FLAGS)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -211,29 +418,6 @@ def _write_file(
         raise SourceError(
             f"the file {os.fsdecode(path)} in the source cannot be read ({exc.strerror})"
         ) from exc
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise SourceError(
-                f"the file {os.fsdecode(path)} was replaced while the backup was reading it"
-            )
-        size = st.st_size
-        if size < SMALL_FILE:
-            writer.small_file(name, st, _read_small(fd, size, path))
-            return size
-        writer.header(name, tarfile.REGTYPE, st, size=size)
-        if known is not None and size >= known.min_size and known.known(name, st):
-            writer.skip(size, known)
-        else:
-            _copy_exactly(fd, size, writer, path)
-    except OSError as exc:
-        raise SourceError(
-            f"the file {os.fsdecode(path)} in the source cannot be read ({exc.strerror})"
-        ) from exc
-    finally:
-        os.close(fd)
-    writer.pad()
-    return size
 
 
 def _read_small(fd: int, size: int, path: bytes) -> bytes:

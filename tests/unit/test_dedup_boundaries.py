@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from reconciler.dedup.boundaries import (
     ChunkFeeder,
     FileContent,
+    RunStart,
     TarBoundarySink,
 )
 from reconciler.dedup.chunk_id import chunk_id
@@ -320,22 +321,49 @@ def test_rewriting_a_small_file_among_many_stores_little(tmp_path: Path) -> None
     assert 15_000 < new <= 400_000  # 147 KB; 1 MiB chunks would store 1.3 MB
 
 
-class KnowsEveryLargeFile:
-    """A KnownFiles (sources.known_files) that says every large file is known."""
+class KnowsNothing:
+    """A KnownFiles (sources.known_files) that knows nothing: the stream is
+    read whole, its runs of small entries told to ``stream`` (as a backup does)."""
 
     min_size = LARGE_FILE
+    looks_up_runs = False
 
     def __init__(self) -> None:
         self.stream: TarBoundarySink | None = None
+
+    def known(self, name: bytes, st: object, /) -> bool:
+        return False
+
+    def skip(self, size: int, /) -> None:
+        assert self.stream is not None
+        self.stream.skip(size)
+
+    def run_starts(self) -> None:
+        assert self.stream is not None
+        self.stream.run_starts()
+
+    def known_run(self, entries: bytes, /) -> int | None:
+        return None
+
+    def skip_run(self, size: int, /) -> None:
+        assert self.stream is not None
+        self.stream.skip_run(size)
+
+    def run_ends(self, entries: bytes, /) -> None:
+        assert self.stream is not None
+        self.stream.run_ends(entries)
+
+
+class KnowsEveryLargeFile(KnowsNothing):
+    """A KnownFiles that says every large file is known."""
+
+    def __init__(self) -> None:
+        super().__init__()
         self.asked: list[bytes] = []
 
     def known(self, name: bytes, st: object, /) -> bool:
         self.asked.append(name)
         return True
-
-    def skip(self, size: int, /) -> None:
-        assert self.stream is not None
-        self.stream.skip(size)
 
 
 def test_skipped_content_gives_the_chunks_and_offsets_reading_it_gives(tmp_path: Path) -> None:
@@ -344,14 +372,18 @@ def test_skipped_content_gives_the_chunks_and_offsets_reading_it_gives(tmp_path:
     read: list[tuple[int, bytes, FileContent | None]] = []
     by_file: dict[bytes, list[tuple[int, bytes, FileContent | None]]] = {}
 
-    def on_read(chunk: Chunk, content: FileContent | None) -> None:
+    def on_read(chunk: Chunk, content: FileContent | RunStart | None) -> None:
+        if isinstance(content, RunStart):
+            content = None
         item = (chunk.offset, chunk_id(ID_KEY, chunk.data), content)
         read.append(item)
         if content is not None:
             by_file.setdefault(content.name, []).append(item)
 
     feeder = ChunkFeeder(Chunker(SEED, LARGE, SMALL), on_read)
-    write_tree(tmp_path, (), TarBoundarySink(feeder))
+    reader = KnowsNothing()
+    reader.stream = TarBoundarySink(feeder)
+    write_tree(tmp_path, (), reader.stream, reader)
     feeder.finish()
 
     skipped: list[tuple[int, bytes, FileContent | None]] = []
@@ -359,7 +391,11 @@ def test_skipped_content_gives_the_chunks_and_offsets_reading_it_gives(tmp_path:
     feeder = ChunkFeeder(
         Chunker(SEED, LARGE, SMALL),
         lambda chunk, content: skipped.append(
-            (chunk.offset, chunk_id(ID_KEY, chunk.data), content)
+            (
+                chunk.offset,
+                chunk_id(ID_KEY, chunk.data),
+                None if isinstance(content, RunStart) else content,
+            )
         ),
         lambda content: skipped.extend((o, i, content) for o, i, _c in by_file[content.name]),
     )
@@ -382,7 +418,7 @@ def test_content_is_skipped_only_where_a_large_file_starts(tmp_path: Path) -> No
         sink.skip(large.size - 1)  # not the whole content
     chunker = Chunker(SEED, LARGE, SMALL)
     chunker.feed(b"x" * 10)
-    with pytest.raises(ValueError, match="only right after file_starts"):
+    with pytest.raises(ValueError, match="only right after a cut"):
         chunker.skip(100)
     feeder = ChunkFeeder(Chunker(SEED, LARGE, SMALL), lambda chunk, content: None)
     feeder.file_starts(large)
