@@ -40,7 +40,7 @@ from pathlib import Path
 import zstandard
 
 from bench.dataset import MB, MTIME_NS, SPECS, DatasetSpec, _document, _log_file, ensure_dataset
-from reconciler.dedup.boundaries import ChunkFeeder, FileContent, TarBoundarySink
+from reconciler.dedup.boundaries import ChunkFeeder, FileContent, RunStart, TarBoundarySink
 from reconciler.dedup.chunk_id import chunk_id
 from reconciler.dedup.chunker import LARGE_FILE, SMALL_RUN_PARAMS, Chunk, Chunker, ChunkParams
 from reconciler.dedup.pack import ZSTD_LEVEL
@@ -68,6 +68,10 @@ class Candidate:
     between: ChunkParams
     large_file: int = LARGE_FILE
     """Files of at least this size are cut at their start and end (1: every file)."""
+    runs: bool = False
+    """Also cut where each run of small entries starts and ends (a folder's
+    entry and the small files after it, up to the next folder or large file),
+    as format 2 does so that the file cache can hold runs."""
 
 
 def _sizes(average: int, minimum: int, maximum: int) -> ChunkParams:
@@ -79,6 +83,8 @@ CANDIDATES = (
     Candidate("avg 16K min 4K max 64K", _sizes(16, 4, 64)),
     Candidate("avg 32K min 8K max 128K", _sizes(32, 8, 128)),
     Candidate("avg 64K min 16K max 256K", _sizes(64, 16, 256)),
+    Candidate("avg 64K min 16K max 256K, runs", _sizes(64, 16, 256), runs=True),
+    Candidate("avg 32K min 8K max 128K, runs", _sizes(32, 8, 128), runs=True),
     Candidate("avg 128K min 32K max 512K", _sizes(128, 32, 512)),
     Candidate("one chunk per file", ChunkParams(), large_file=1),
 )
@@ -110,7 +116,7 @@ class Measure:
         feeder = ChunkFeeder(chunker, lambda chunk, file: self._add(backup, chunk, file))
         return TarBoundarySink(feeder, self.candidate.large_file), feeder, backup
 
-    def _add(self, backup: Backup, chunk: Chunk, file: FileContent | None) -> None:
+    def _add(self, backup: Backup, chunk: Chunk, file: FileContent | RunStart | None) -> None:
         ident = chunk_id(ID_KEY, chunk.data)
         backup.chunks += 1
         backup.new_stored += LIST_ENTRY_BYTES
@@ -132,10 +138,16 @@ class Measure:
 
 
 class FanOut:
-    """A ByteSink writing to several, and to zstd-3 of the whole stream."""
+    """A ByteSink writing to several, and to zstd-3 of the whole stream; the
+    tree walker's ``KnownFiles`` too, knowing nothing but telling the sinks of
+    candidates that cut at runs where runs start and end."""
 
-    def __init__(self, sinks: list[TarBoundarySink]) -> None:
+    min_size = LARGE_FILE
+    looks_up_runs = False
+
+    def __init__(self, sinks: list[TarBoundarySink], runs: list[TarBoundarySink]) -> None:
         self.sinks = sinks
+        self.runs = runs
         self.raw = 0
         self.compressed = 0
         self._zstd = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
@@ -146,6 +158,26 @@ class FanOut:
         for sink in self.sinks:
             sink.write(data)
 
+    def known(self, name: bytes, st: object, /) -> bool:
+        return False
+
+    def skip(self, size: int, /) -> None:
+        raise AssertionError("nothing is known")
+
+    def run_starts(self) -> None:
+        for sink in self.runs:
+            sink.run_starts()
+
+    def known_run(self, entries: bytes, /) -> int | None:
+        return None
+
+    def skip_run(self, size: int, /) -> None:
+        raise AssertionError("nothing is known")
+
+    def run_ends(self, entries: bytes, /) -> None:
+        for sink in self.runs:
+            sink.run_ends(entries)
+
     def close(self) -> None:
         self.compressed += len(self._zstd.flush())
         for sink in self.sinks:
@@ -154,8 +186,11 @@ class FanOut:
 
 def back_up(tree: Path, measures: list[Measure]) -> tuple[list[Backup], FanOut]:
     started = [m.start() for m in measures]
-    fan = FanOut([sink for sink, _, _ in started])
-    write_tree(tree, (), fan)
+    fan = FanOut(
+        [sink for sink, _, _ in started],
+        [sink for (sink, _, _), m in zip(started, measures, strict=True) if m.candidate.runs],
+    )
+    write_tree(tree, (), fan, fan)
     fan.close()
     for _, feeder, _ in started:
         feeder.finish()

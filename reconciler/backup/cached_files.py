@@ -87,8 +87,7 @@ class CachedFiles:
         """One chunk of a written run of small entries, starting at stream ``offset``."""
         if not self._run_chunks:
             self._run_start = offset
-        if run.offset == self._run_start:
-            self._run_chunks.append(chunk)
+        self._run_chunks.append(chunk)
 
     def run_read(self, run: SmallRun) -> None:
         """A written run ended (its every chunk given to ``run_chunk_read``): remember it."""

@@ -13,13 +13,21 @@ import logging
 import os
 import random
 import sqlite3
+import tarfile
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
+from reconciler.backup.cached_files import CachedFiles, SourceCache
 from reconciler.backup.reclaim import reclaim_unreferenced
+from reconciler.dedup.boundaries import RunStart, SmallRun
 from reconciler.dedup.chunker import LARGE_FILE
+from reconciler.dedup.file_cache import CachedChunk, FileCache
+from reconciler.dedup.keys import IndexKey
 from reconciler.reconcile.apply import index_keys
+from reconciler.repository.chunkstore import ChunkWriter
+from reconciler.sources.tar_writer import TarWriter, describe
 from tests.unit.test_format2_file_cache import added, listed, reads_in, tree
 from tests.unit.test_format2_repository import Site, assert_same_tree
 
@@ -189,3 +197,101 @@ def test_backups_of_a_changing_tree_list_what_reading_everything_lists(
         assert listed(site, record) == from_empty_cache(site, tmp_path / f"fresh-{day}", day)
     out = site.restore(record, tmp_path / "out")
     assert_same_tree(tree(site), out / "deployment-inputs")
+
+
+def _stat(
+    mode: int = 0o100644, uid: int = 4242, gid: int = 4242, size: int = 3, **ns: int
+) -> os.stat_result:
+    mtime_ns, ctime_ns = ns.get("mtime_ns", 10**18), ns.get("ctime_ns", 10**18)
+    ino, dev = ns.get("ino", 5), ns.get("dev", 1)
+    seconds = (0, mtime_ns // 10**9, ctime_ns // 10**9)
+    return os.stat_result(
+        (mode, ino, dev, 1, uid, gid, size, *seconds, *seconds, 0, mtime_ns, ctime_ns)
+    )
+
+
+def _tar_and_description(
+    name: bytes = b"doc.json",
+    kind: bytes = b"0",
+    link: bytes = b"",
+    data: bytes = b"abc",
+    **st: int,
+) -> tuple[bytes, bytes]:
+    written: list[bytes] = []
+
+    class Sink:
+        def write(self, chunk: bytes) -> int:
+            written.append(bytes(chunk))
+            return len(chunk)
+
+    stat_result = _stat(size=len(data), **st)
+    writer = TarWriter(Sink())
+    if kind == tarfile.REGTYPE:
+        writer.small_file(name, stat_result, data)
+        described = describe(name, kind, stat_result, len(data))
+    else:
+        writer.header(name, kind, stat_result, linkname=link)
+        described = describe(name, kind, stat_result, linkname=link)
+    writer.close()
+    return b"".join(written), described
+
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "name": {"name": b"other.json"},
+    "long name": {"name": b"x" * 150},
+    "mode": {"mode": 0o100600},
+    "owner": {"uid": 4243},  # neither has a name: only the ids differ
+    "group": {"gid": 4243},
+    "mtime": {"mtime_ns": 10**18 + 1},
+    "size": {"data": b"abcd"},
+    "kind": {"kind": tarfile.DIRTYPE, "mode": 0o40755},
+    "link target": {"kind": tarfile.SYMTYPE, "link": b"elsewhere", "mode": 0o120777},
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_entries_whose_tar_bytes_differ_have_different_descriptions(variant: str) -> None:
+    """The file cache skips a run when descriptions are equal: so whatever
+    changes an entry's tar bytes must change its description."""
+    base = (
+        {"kind": tarfile.SYMTYPE, "link": b"target", "mode": 0o120777}
+        if variant == "link target"
+        else {}
+    )
+    tar_a, description_a = _tar_and_description(**base)
+    tar_b, description_b = _tar_and_description(**VARIANTS[variant])
+    assert tar_a != tar_b
+    assert description_a != description_b
+
+
+@pytest.mark.parametrize("field", ["ctime_ns", "ino", "dev"])
+def test_content_that_only_ctime_inode_or_device_tell_apart_has_another_description(
+    field: str,
+) -> None:
+    tar_a, description_a = _tar_and_description()
+    tar_b, description_b = _tar_and_description(**{field: 7})
+    assert tar_a == tar_b  # the same header: the content may still differ
+    assert description_a != description_b
+
+
+def test_a_written_run_is_remembered_only_when_its_chunks_are_exactly_the_run(
+    tmp_path: Path,
+) -> None:
+    """A run whose chunks do not add up to it (a large file's chunks inside it,
+    were the walker and the boundary sink ever to disagree) is not remembered:
+    its cached chunks would not be its bytes."""
+    key = IndexKey(bytes(range(32)))
+    chunk = CachedChunk(bytes(32), 1000)
+    with FileCache(tmp_path, key, "repo") as cache:
+        files = CachedFiles(SourceCache(cache, "src"), cast(ChunkWriter, None))
+        files.run_chunk_read(RunStart(0), 0, chunk)
+        files.run_read(SmallRun(0, 1000, b"whole"))
+        files.run_chunk_read(RunStart(1000), 1000, chunk)
+        files.run_read(SmallRun(1000, 3000, b"short"))
+        files.run_chunk_read(RunStart(4000), 4500, chunk)
+        files.run_read(SmallRun(4000, 1000, b"elsewhere"))
+        cache.commit()
+    with FileCache(tmp_path, key, "repo") as cache:
+        assert cache.lookup_run("src", b"whole") == (1000, (chunk,))
+        assert cache.lookup_run("src", b"short") is None
+        assert cache.lookup_run("src", b"elsewhere") is None
