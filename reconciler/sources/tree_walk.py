@@ -91,26 +91,26 @@ def write_tree(
     return tree.close()
 
 
-Named = tuple[bytes, os.DirEntry[bytes]]
+_Named = tuple[bytes, os.DirEntry[bytes]]
 
 
 class _Lookahead:
     """An iterator of walked entries that takes back the one last taken."""
 
-    def __init__(self, entries: Iterator[Named]) -> None:
+    def __init__(self, entries: Iterator[_Named]) -> None:
         self._entries = entries
-        self._back: Named | None = None
+        self._back: _Named | None = None
 
     def __iter__(self) -> _Lookahead:
         return self
 
-    def __next__(self) -> Named:
+    def __next__(self) -> _Named:
         if self._back is not None:
             named, self._back = self._back, None
             return named
         return next(self._entries)
 
-    def put_back(self, named: Named) -> None:
+    def put_back(self, named: _Named) -> None:
         self._back = named
 
 
@@ -118,20 +118,19 @@ class _Lookahead:
 class _Run:
     """A run of small entries as stat-ed ahead, before deciding to read it."""
 
-    entries: list[Named]
+    entries: list[_Named]
     """The walked entries in it (not the root folder)."""
     description: bytes | None
     """``describe`` of each entry, or None when one could not be stat-ed (it is read)."""
     count: int
     content_bytes: int
-    with_root: bool
 
 
 def _gather(entries: _Lookahead, known: KnownFiles, root_stat: os.stat_result | None) -> _Run:
     """Stat the entries of the run that starts with the next one (with the
     root folder given its ``root_stat``), up to the next folder or large file,
     which is put back. Opens nothing: symbolic links are read, files stat-ed."""
-    taken: list[Named] = []
+    taken: list[_Named] = []
     described = [describe(b".", tarfile.DIRTYPE, root_stat)] if root_stat is not None else []
     content, complete = 0, True
     for name, entry in entries:
@@ -160,7 +159,7 @@ def _gather(entries: _Lookahead, known: KnownFiles, root_stat: os.stat_result | 
             complete = False  # reading it reports why
         taken.append((name, entry))
     description = b"".join(described) if complete and described else None
-    return _Run(taken, description, len(described), content, root_stat is not None)
+    return _Run(taken, description, len(described), content)
 
 
 class _TreeWriter:
