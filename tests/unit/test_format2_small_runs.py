@@ -295,3 +295,21 @@ def test_a_written_run_is_remembered_only_when_its_chunks_are_exactly_the_run(
         assert cache.lookup_run("src", b"whole") == (1000, (chunk,))
         assert cache.lookup_run("src", b"short") is None
         assert cache.lookup_run("src", b"elsewhere") is None
+
+
+def test_a_cache_of_the_format_before_runs_counts_as_empty_without_a_warning(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A host upgraded from a version whose cache had no runs reads its files
+    once, quietly: its cache is not damaged, only older."""
+    first = site.backup()
+    (cache,) = Path(os.environ["BACKUPCTL_CACHE_DIR"]).glob("*.cache")
+    with sqlite3.connect(cache) as db:
+        db.execute("DROP TABLE runs")
+        db.execute("UPDATE meta SET format = 1")
+    db.close()
+    with caplog.at_level(logging.WARNING), reads_in(small(site)) as reads:
+        second = site.backup(days=1)
+    assert caplog.text == ""
+    assert reads == SMALL_NAMES
+    assert listed(site, second) == listed(site, first)
