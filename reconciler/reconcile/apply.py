@@ -194,7 +194,7 @@ def _init(action: InitRepository, context: ApplyContext) -> Outcome:
 
 
 def _initial_index_key(context: ApplyContext) -> IndexKeyRecord:
-    """A new repository's index key: the configured one, else the previous
+    """A new (or upgraded) repository's index key: the configured one, else the previous
     location's (so that its format 2 backups move without being re-chunked),
     else a new one."""
     encryption = context.config.encryption
@@ -209,11 +209,9 @@ def _initial_index_key(context: ApplyContext) -> IndexKeyRecord:
 
 
 def _upgrade(action: UpgradeRepository, context: ApplyContext) -> Outcome:
-    encryption = context.config.encryption
-    _key, index_key = new_index_key_record(
-        configured_index_key(context.config), encryption.certificate
-    )
-    context.repository.upgrade(index_key, context.now)
+    # As for a new repository: the previous location's key when migrating, so
+    # that its format 2 backups can be copied in without being re-chunked.
+    context.repository.upgrade(_initial_index_key(context), context.now)
     return Outcome(
         action,
         OutcomeStatus.DONE,
