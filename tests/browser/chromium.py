@@ -126,7 +126,10 @@ class Browser:
         return [str(entry["message"]) for entry in self.driver.get_log("browser")]
 
     def find(self, css: str) -> WebElement:
-        return self.driver.find_element(By.CSS_SELECTOR, css)
+        """The first element ``css`` selects; fails naming the page when there is none."""
+        found = self.find_all(css)
+        assert found, f"no {css} on {self.driver.current_url}"
+        return found[0]
 
     def find_all(self, css: str) -> list[WebElement]:
         return self.driver.find_elements(By.CSS_SELECTOR, css)

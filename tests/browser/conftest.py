@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 from selenium.common.exceptions import WebDriverException
 
 from tests.browser.chromium import INSTALL_HINT, Browser, executables, start_driver
-from tests.e2e.processes import Background
+from tests.browser.daemon import Serve, Served, serving
 from tests.e2e.region import Region
 from tests.servers.fixtures import in_ci
 
@@ -42,64 +40,20 @@ def browser(chromium: Browser) -> Browser:
     return chromium
 
 
-@dataclass(frozen=True)
-class Served:
-    """A daemon reconciling a region, and the base URL its pages are served at."""
-
-    region: Region
-    daemon: Background
-    base: str
-
-    def events(self) -> list[dict[str, object]]:
-        return [json.loads(line) for line in self.daemon.err.read_text().splitlines() if line]
-
-    def wait_for_tick(self, count: int = 1, timeout: float = 60) -> None:
-        """Return once ``count`` reconcile ticks are over (the daemon went to sleep)."""
-        deadline = time.monotonic() + timeout
-        while sum(e["event"] == "daemon.sleep" for e in self.events()) < count:
-            assert self.daemon.process.poll() is None, self.daemon.output()
-            assert time.monotonic() < deadline, f"no tick ended:\n{self.daemon.output()}"
-            time.sleep(0.05)
-
-
-Serve = Callable[..., Served]
-
-
-def listening_address(daemon: Background) -> str:
-    for line in daemon.err.read_text().splitlines():
-        event = json.loads(line)
-        if event["event"] == "daemon.listening":
-            return str(event["message"]).rsplit(" ", 1)[1]
-    raise AssertionError(daemon.output())
-
-
 @pytest.fixture
 def serve() -> Iterator[Serve]:
-    """Start ``backupctl daemon`` on a region; kill what is left at the end."""
-    daemons: list[Background] = []
+    """Start daemons on regions with ``serving``; kill what is left at the end."""
+    with ExitStack() as stack:
 
-    def _serve(
-        region: Region,
-        *args: str,
-        listen: str = "127.0.0.1:0",
-        env: dict[str, str] | None = None,
-    ) -> Served:
-        daemon = region.start(
-            "daemon", "-f", region.config, "--listen", listen, "--log-format", "json",
-            "--interval", "60", *args, env=env,
-        )  # fmt: skip
-        daemons.append(daemon)
-        daemon.wait_for('"event": "daemon.started"')
-        host, _, port = listening_address(daemon).rpartition(":")
-        # A daemon on every address is reached on the loopback one, still
-        # counting as "off loopback" for the token: that is the listen address.
-        host = "127.0.0.1" if host in ("0.0.0.0", "[::]") else host
-        return Served(region, daemon, f"http://{host}:{port}")
+        def _serve(
+            region: Region,
+            *args: str,
+            listen: str = "127.0.0.1:0",
+            env: dict[str, str] | None = None,
+        ) -> Served:
+            return stack.enter_context(serving(region, *args, listen=listen, env=env))
 
-    yield _serve
-    for daemon in daemons:
-        if daemon.process.poll() is None:
-            daemon.kill9()
+        yield _serve
 
 
 @pytest.fixture
