@@ -24,13 +24,13 @@ from pathlib import Path
 
 from reconciler.backup.engine import SourceEvent
 from reconciler.daemon.clock import Clock
-from reconciler.daemon.due import next_due_time
 from reconciler.daemon.health import Health
 from reconciler.daemon.logs import EventLog
 from reconciler.daemon.metrics import DaemonMetrics, ReconcileResult
 from reconciler.errors import BackupctlError, ConfigError, LockedError, StorageError
 from reconciler.reconcile.apply import Outcome, OutcomeStatus
 from reconciler.reconcile.plan import ConfigurationPlan
+from reconciler.reconcile.policy.schedule import next_due_time
 from reconciler.reconcile.prepared import Prepared, prepare
 from reconciler.reconcile.session import reconcile
 from reconciler.repository.records import BackupRecord
