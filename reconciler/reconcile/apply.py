@@ -72,6 +72,9 @@ class Outcome:
     status: OutcomeStatus
     message: str
     backup: BackupRecord | None = None
+    error: BackupctlError | None = None
+    """What made the action fail, when an error did (the status page tells a
+    full disk from an unreachable server by it)."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,7 @@ def _execute(action: Action, context: ApplyContext) -> Outcome:
     try:
         return _dispatch(action, context)
     except BackupctlError as exc:
-        return Outcome(action, OutcomeStatus.FAILED, str(exc))
+        return Outcome(action, OutcomeStatus.FAILED, str(exc), error=exc)
 
 
 def _dispatch(action: Action, context: ApplyContext) -> Outcome:
