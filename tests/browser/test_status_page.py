@@ -192,16 +192,15 @@ def test_a_script_in_a_commands_stderr_is_shown_as_text_and_never_runs(
     history: Served, browser: Browser
 ) -> None:
     newest = [b for b in listed(history.region) if b["configuration"] == "inventory"][-1]
-    browser.open(f"{history.base}/configurations/inventory/backups/{newest['id']}")
+    backup_page = f"/configurations/inventory/backups/{newest['id']}"
+    # Every page that quotes it: the overview's alert, the configuration's, the backup's.
+    for page in ("/", "/configurations/inventory", backup_page):
+        browser.open(history.base + page)
+        assert browser.driver.title != "pwned", f"a script ran on {page}"
+        assert browser.driver.execute_script("return document.scripts.length") == 0, page
     error = browser.find("table#sources tr[data-source=hosts] td.error")
     assert HOSTILE in error.text, "the operator sees the stderr line as written"
     assert not error.find_elements(By.CSS_SELECTOR, "script, img")
-    for page in ("/", "/configurations/inventory"):
-        browser.open(history.base + page)
-        assert browser.driver.title != "pwned"
-    browser.open(f"{history.base}/configurations/inventory/backups/{newest['id']}")
-    assert browser.driver.title != "pwned"
-    assert browser.driver.execute_script("return document.scripts.length") == 0
     # Not even blocked by the Content-Security-Policy: it was never markup.
     assert not [m for m in browser.console() if "Content Security Policy" in m]
 
