@@ -28,7 +28,7 @@ from reconciler.usecases.repositories import open_repository
 from tests.browser.chromium import PHONE, Browser, foreign
 from tests.browser.daemon import Serve, Served, serving
 from tests.e2e.region import Region, wait_for_file
-from tests.plant import plant_catalog
+from tests.plant import plant_catalog, plant_local_manifests
 
 pytestmark = pytest.mark.browser
 
@@ -312,24 +312,28 @@ def shown_backups(browser: Browser) -> list[tuple[str, str]]:
 
 
 def plant_history(region: Region, count: int) -> None:
-    """Grow the one real backup into ``count``: copies of it an hour apart, older and
-    older, in the catalog (what the page pages through; their manifests are not needed)."""
+    """Grow the one real backup into ``count``: copies of its manifest an hour
+    apart, older and older, each in a folder of its own, and one catalog
+    listing them all (as apply would have left them: the daemon finds nothing
+    to repair)."""
     [config] = [c for c in load_configurations(region.config) if c.name == "quickstart"]
     repository = open_repository(config)
     [real] = repository.read_catalog().backups
-    records = [real]
+    manifest = repository.read_manifest(real.id)
+    copies = []
     for index in range(1, count):
         created = real.created_at - timedelta(hours=index)
-        records.append(
+        copies.append(
             replace(
-                real,
+                manifest,
                 id=f"{compact(created)}-{index:06x}",
                 created_at=created,
                 started_at=created,
                 completed_at=created + timedelta(seconds=3 + index % 7),
             )
         )
-    plant_catalog(repository, reversed(records))
+    plant_local_manifests(region.repository, copies)
+    plant_catalog(repository, [*(c.summary() for c in reversed(copies)), real])
 
 
 def fetch(url: str, token: str | None = None) -> int:
@@ -344,8 +348,11 @@ def fetch(url: str, token: str | None = None) -> int:
 
 def timed_fetch(url: str) -> float:
     started = time.monotonic()
-    with urllib.request.urlopen(url, timeout=30) as response:
-        response.read()
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            response.read()
+    except urllib.error.HTTPError as exc:
+        raise AssertionError(f"{url}: {exc.code} {exc.read().decode()[-300:]}") from None
     return round(time.monotonic() - started, 3)
 
 
