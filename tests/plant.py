@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from pathlib import Path
 
 from reconciler.repository.catalog import write_catalog
 from reconciler.repository.layout import FORMAT_KEY, manifest_key
@@ -29,15 +28,6 @@ def plant_catalog(
 
 def plant_manifest(repository: Repository, record: BackupRecord) -> None:
     repository.storage.write_atomic(manifest_key(record.id), dumps(record_to_json(record)))
-
-
-def plant_local_manifests(folder: Path, records: Iterable[BackupRecord]) -> None:
-    """Manifests written straight into a local repository ``folder``: no
-    atomic rename and no fsync, so that thousands take a second, not a minute."""
-    for record in records:
-        path = folder.joinpath(*manifest_key(record.id).split("/"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(dumps(record_to_json(record)))
 
 
 def plant_format(repository: Repository, created_at: datetime) -> None:
