@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,17 @@ class Request:
     """The response's HTTP status, None when none came (blocked or failed)."""
     kind: str
     """Document, Stylesheet, Image..."""
+    headers: dict[str, str]
+    """The response's headers, names in lower case ({} when none came)."""
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A page load: the document's status and headers, and every request it made."""
+
+    status: int | None
+    requests: tuple[Request, ...]
+    headers: dict[str, str]
 
 
 class Browser:
@@ -98,28 +110,33 @@ class Browser:
         """Send ``name: value`` with every request from now on (as a proxy would add it)."""
         self.driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {name: value}})
 
-    def open(self, url: str) -> Request:
-        """Load ``url``; return the document's request (its status)."""
+    def open(self, url: str) -> Loaded:
+        """Load ``url``; return its status and every request the load made."""
         self.requests()
         self.driver.get(url)
-        documents = [r for r in self.requests() if r.kind == "Document"]
+        requests = self.requests()
+        documents = [r for r in requests if r.kind == "Document"]
         assert documents, f"no document was loaded for {url}"
-        return documents[-1]
+        return Loaded(documents[-1].status, tuple(requests), documents[-1].headers)
 
     def requests(self) -> list[Request]:
         """Every request the pages made since the last call, with its status."""
         sent: dict[str, tuple[str, str]] = {}
-        statuses: dict[str, int] = {}
+        responses: dict[str, tuple[int, dict[str, str]]] = {}
         for entry in self.driver.get_log("performance"):
             message = json.loads(entry["message"])["message"]
             params = message.get("params", {})
             if message["method"] == "Network.requestWillBeSent":
                 sent[params["requestId"]] = (params["request"]["url"], params.get("type", ""))
             elif message["method"] == "Network.responseReceived":
-                statuses[params["requestId"]] = params["response"]["status"]
-        return [
-            Request(url, statuses.get(request_id), kind) for request_id, (url, kind) in sent.items()
-        ]
+                response = params["response"]
+                headers = {k.lower(): v for k, v in response.get("headers", {}).items()}
+                responses[params["requestId"]] = (response["status"], headers)
+        loaded = []
+        for request_id, (url, kind) in sent.items():
+            status, headers = responses.get(request_id, (None, {}))
+            loaded.append(Request(url, status, kind, headers))
+        return loaded
 
     def console(self) -> list[str]:
         """What the pages wrote on the console since the last call (CSP reports land here)."""
@@ -158,7 +175,7 @@ class Browser:
         return path
 
 
-def foreign(requests: list[Request], origin: str) -> list[str]:
+def foreign(requests: Iterable[Request], origin: str) -> list[str]:
     """The URLs among ``requests`` that went anywhere but ``origin`` (data: URLs go nowhere)."""
     host = urlsplit(origin).netloc
     places = [(r.url, urlsplit(r.url)) for r in requests]

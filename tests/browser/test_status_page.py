@@ -155,7 +155,9 @@ def test_the_overview_and_the_configuration_pages_show_what_backups_list_shows(
     browser.screenshot("backup")
 
 
-def test_no_page_loads_anything_from_another_host(history: Served, browser: Browser) -> None:
+def test_no_page_loads_anything_from_another_host_nor_runs_a_script(
+    history: Served, browser: Browser
+) -> None:
     newest = listed(history.region)[-1]
     pages = [
         "/",
@@ -163,9 +165,11 @@ def test_no_page_loads_anything_from_another_host(history: Served, browser: Brow
         f"/configurations/{newest['configuration']}/backups/{newest['id']}",
     ]
     for page in pages:
-        browser.open(history.base + page)
-        requests = browser.requests()
-        assert not foreign(requests, history.base), f"{page} reached another host"
+        loaded = browser.open(history.base + page)
+        assert len(loaded.requests) >= 1
+        assert not foreign(loaded.requests, history.base), f"{page} reached another host"
+        policy = loaded.headers.get("content-security-policy", "")
+        assert "default-src 'none'" in policy and "script-src" not in policy, policy
 
 
 def test_the_pages_are_readable_on_a_phone_and_by_a_screen_reader(
