@@ -446,3 +446,26 @@ def test_no_secret_appears_on_any_page_or_in_the_api(
                 assert base64.b64decode(azure_emulator.account_key).hex() not in body
     finally:
         server.stop()
+
+
+# ------------------------------------------------------------------ the snapshot
+
+
+def test_status_output_html_is_the_page_in_one_self_contained_file(site: Site) -> None:
+    site.write("region-west", extra=failing_source(HOSTILE))
+    daemon = site.daemon()
+    daemon.load()
+    daemon.tick()
+    [backup_id] = catalog(site, "region-west")
+    result = CliRunner().invoke(cli, ["status", "-f", str(site.configs), "--output", "html"])
+    assert result.exit_code == 0, result.output
+    page = parse(result.output)
+    policy = page.one("meta", http_equiv="Content-Security-Policy").attrs["content"]
+    css = page.one("style").text
+    digest = base64.b64encode(hashlib.sha256(css.encode()).digest()).decode()
+    assert f"style-src 'sha256-{digest}'" in policy and "script-src" not in policy
+    row = page.by_id("configurations").one("tr", data_configuration="region-west")
+    assert row.one("a").attrs["href"] == "#configuration-region-west"
+    section = page.by_id(f"backup-region-west-{backup_id}")
+    error = section.one("tr", data_source="vault").one("td", cls="error")
+    assert HOSTILE in error.text and page.find_all("script") == []
