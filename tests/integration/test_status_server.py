@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import shutil
+import socket
 import threading
 import time
 import urllib.error
@@ -129,10 +130,14 @@ class Answer:
     body: str
 
 
-def request(url: str, method: str = "GET", token: str | None = None) -> Answer:
+def request(
+    url: str, method: str = "GET", token: str | None = None, raw_authorization: str | None = None
+) -> Answer:
     req = urllib.request.Request(url, method=method)
     if token is not None:
         req.add_header("Authorization", f"Bearer {token}")
+    if raw_authorization is not None:
+        req.add_header("Authorization", raw_authorization)
     try:
         with urllib.request.urlopen(req, timeout=30) as response:
             return Answer(response.status, dict(response.headers), response.read().decode())
@@ -227,9 +232,16 @@ def test_nothing_but_get_and_head_is_allowed(served: Served, method: str, path: 
 
 def test_head_answers_the_headers_of_get_without_the_body(served: Served) -> None:
     get = request(f"{served.base}/")
-    head = request(f"{served.base}/", method="HEAD")
-    assert head.code == 200 and head.body == ""
-    assert head.headers["Content-Length"] == str(len(get.body.encode()))
+    host, port = served.server.address.rsplit(":", 1)
+    # A raw socket: an HTTP client would not read a body after HEAD even if one came.
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(b"HEAD / HTTP/1.0\r\n\r\n")
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200") and body == b""
+    assert f"Content-Length: {len(get.body.encode())}".encode() in head
 
 
 def test_the_served_policy_admits_exactly_the_served_stylesheet(served: Served) -> None:
@@ -258,6 +270,8 @@ def test_with_a_token_every_page_needs_it_but_metrics_and_health_stay_open(site:
             assert denied.code == 401, path
             assert denied.headers["WWW-Authenticate"].startswith("Bearer")
             assert request(f"{base}{path}", token="wrong").code == 401
+            assert request(f"{base}{path}", raw_authorization=f"Basic {TOKEN}").code == 401
+            assert request(f"{base}{path}", raw_authorization=TOKEN).code == 401
             assert request(f"{base}{path}", token=TOKEN[:-1]).code == 401
         assert request(f"{base}/", token=TOKEN).code == 200
         assert request(f"{base}/api/v1/status", token=TOKEN).code == 200
