@@ -23,7 +23,13 @@ from reconciler.usecases.status_model import ConfigurationStatus, StatusReport
 
 @click.command("status")
 @config_option
-@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--output",
+    type=click.Choice(["text", "json", "html"]),
+    default="text",
+    show_default=True,
+    help="html: the status page as one self-contained file (for a CI artifact or a mail).",
+)
 @handle_errors
 def status(config_path: Path, output: str) -> None:
     """Every configuration's health, last backup, next backup and alerts."""
@@ -31,6 +37,11 @@ def status(config_path: Path, output: str) -> None:
     report = build_status(load(config_path, check_validity=False), now_utc())
     if output == "json":
         click.echo(json.dumps(status_document(report), indent=2))
+        return
+    if output == "html":
+        from reconciler.web import render_snapshot  # only this output needs it
+
+        click.echo(render_snapshot(report), nl=False)
         return
     click.echo(render_text(report), nl=False)
 

@@ -135,13 +135,14 @@ def test_the_backup_page_lists_each_sources_status_and_error() -> None:
 
 def hostile_report() -> StatusReport:
     """Every string a repository, a command or a configuration supplies, hostile."""
-    bad_source = replace(source("db", "Failed", PAYLOAD), kind=PAYLOAD, name="db")
+    bad_source = replace(source("db", "Failed", PAYLOAD), kind=PAYLOAD, name=PAYLOAD)
     bad_backup = replace(
         backup(0, "Failed", (bad_source,)),
         trigger=PAYLOAD,
         key_thumbprint=PAYLOAD,
         verification_error=PAYLOAD,
         status=PAYLOAD,
+        id=PAYLOAD,
     )
     config = configuration(
         "region-west",
