@@ -2,21 +2,19 @@
 reconciling repositories the real CLI made.
 
 Every page is saved as a screenshot under test-artifacts/screenshots/ for a
-person to look at; ``UPDATE_DOCS_SCREENSHOT=1`` also copies the overview to
-docs/status-page.png, the README's picture."""
+person to look at (``python -m tests.browser.docs_screenshot`` remakes the
+README's picture, docs/status-page.png)."""
 
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import shutil
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -27,46 +25,16 @@ from reconciler.timeutil import compact
 from reconciler.usecases.repositories import open_repository
 from tests.browser.chromium import PHONE, Browser, foreign
 from tests.browser.daemon import Serve, Served, serving
+from tests.browser.scene import add_failing_configuration, make_history
 from tests.e2e.region import Region, wait_for_file
 from tests.plant import plant_catalog
 
 pytestmark = pytest.mark.browser
 
-DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "status-page.png"
 
-# The operator's inventory command fails, and the last line of its stderr (what
-# the page shows as the source's error) is HTML that would run if not escaped.
+# The last line of the inventory command's stderr (what the page shows as the
+# source's error) is HTML that would run if it were not escaped.
 HOSTILE = "<script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\">"
-
-INVENTORY_SCRIPT = f"""\
-#!/bin/sh
-echo "listing hosts"
-cat >&2 <<'END'
-{HOSTILE}
-END
-exit 3
-"""
-
-INVENTORY = """\
----
-apiVersion: backupctl/v1
-kind: BackupConfiguration
-metadata:
-  name: inventory
-spec:
-  storage:
-    local:
-      path: ../.backups
-  encryption:
-    certificate: {file: keys/demo-backup.cer}
-  schedule: {enabled: true, frequencyHours: 12}
-  sources:
-    - name: root-ca
-      files: {path: stamp/ca}
-    - name: hosts
-      command:
-        backup: [./stamp/bin/inventory]
-"""
 
 
 def listed(region: Region) -> list[dict[str, object]]:
@@ -84,27 +52,14 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
     quickstart succeeds every time; inventory's command fails every time."""
     region = Region.create(tmp_path_factory.mktemp("history") / "ws")
-    script = region.root / "examples" / "stamp" / "bin" / "inventory"
-    script.write_text(INVENTORY_SCRIPT)
-    script.chmod(0o755)
-    region.config.write_text(region.config.read_text() + INVENTORY)
+    add_failing_configuration(region, HOSTILE)
     env = {"BACKUPCTL_CACHE_DIR": str(tmp_path_factory.mktemp("file-cache"))}
-    growing = region.root / "examples" / "stamp" / "deployment" / "release-notes.txt"
-    for step, hours_ago in enumerate((66, 53, 40, 27, 14, 1)):
-        growing.write_text(
-            "".join(f"change {step}.{n}: {os.urandom(24).hex()}\n" for n in range(400 * step))
-        )
-        result = region.run("apply", "-f", region.config, "--now", ago(hours_ago), env=env)
-        assert "Traceback" not in result.text and "PartiallySucceeded" in result.text, result.text
+    make_history(region, env)
     with serving(region, env=env) as served:
         # The first tick retries inventory's failed backup; after it nothing
         # changes for a minute, so the page and `backups list` can be compared.
         served.wait_for_tick()
         yield served
-
-
-def ago(hours: int) -> str:
-    return (datetime.now(UTC) - timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def test_the_overview_and_the_configuration_pages_show_what_backups_list_shows(
@@ -130,8 +85,6 @@ def test_the_overview_and_the_configuration_pages_show_what_backups_list_shows(
     assert "ok" in health["quickstart"].lower()
     assert "ok" not in health["inventory"].lower().split()
     browser.screenshot("overview")
-    if os.environ.get("UPDATE_DOCS_SCREENSHOT"):
-        shutil.copyfile(browser.screenshot("overview"), DOCS_SCREENSHOT)
 
     for name in configurations:
         assert browser.open(f"{history.base}/configurations/{name}").status == 200
