@@ -34,7 +34,10 @@ pytestmark = pytest.mark.browser
 
 # The last line of the inventory command's stderr (what the page shows as the
 # source's error) is HTML that would run if it were not escaped.
-HOSTILE = "<script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\">"
+HOSTILE = (
+    "<script>document.title='pwned'</script>"
+    "<img src=x onerror=\"document.title='pwned';alert('pwned')\">"
+)
 
 
 def listed(region: Region) -> list[dict[str, object]]:
