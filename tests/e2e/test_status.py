@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jsonschema
 
 from tests.e2e.conftest import REPO, Runner, Workspace, assert_one_clear_error
+from tests.e2e.test_keys_rotation import use_encryption, write_certificate
 
 SCHEMA = json.loads((REPO / "schemas" / "status.schema.json").read_text(encoding="utf-8"))
 
@@ -48,3 +50,17 @@ def test_status_of_an_unhealthy_configuration_exits_0_and_an_unreadable_file_1(
     assert "  health:         unknown" in result.out
     assert "    warning  path-or-permission: no repository exists at local folder" in result.out
     assert_one_clear_error(run("status", "-f", tmp_path / "missing.yaml"), "missing.yaml")
+
+
+def test_status_shows_an_expired_certificate_that_apply_refuses(
+    workspace: Workspace, run: Runner
+) -> None:
+    assert run("apply", "-f", workspace.config).code == 0
+    cert = workspace.examples / "keys" / "expired.cer"
+    write_certificate(cert, datetime.now(UTC) - timedelta(days=10), days=3)
+    use_encryption(workspace, cert)
+    result = run("status", "-f", workspace.config)
+    assert result.code == 0, result.text
+    assert "  health:         critical" in result.out
+    assert "    critical certificate-expiry: certificate " in result.out
+    assert "expired on" in result.out

@@ -259,12 +259,12 @@ def test_a_daemon_keeps_nothing_out_of_the_collector_between_cycles(site: Site) 
 
 # ------------------------------------------------------------------ the status page's view
 
-# More than the 16 MiB format 2 seals ahead of storing: some bytes are stored
+# Well over the 16 MiB format 2 seals ahead of storing: some bytes are stored
 # while the command still waits for the gate.
 GATED_SOURCE = """\
     - name: slow
       command:
-        backup: [sh, -c, "head -c 24000000 /dev/urandom; until [ -e gate ]; do sleep 0.02; done"]
+        backup: [sh, -c, "head -c 64000000 /dev/urandom; until [ -e gate ]; do sleep 0.02; done"]
 """
 
 

@@ -190,6 +190,16 @@ def test_a_repository_holding_no_succeeded_backup_is_critical(
     assert status.last_success is None
 
 
+def test_a_repository_whose_first_backup_never_committed_is_critical(
+    config: BackupConfiguration,
+) -> None:
+    repository_of(config)  # created, but its first backup failed uncommitted (storage full)
+    status = status_of(config)
+    assert status.health is Health.CRITICAL
+    assert kinds(status) == [(AlertKind.GENERAL, Health.CRITICAL)]
+    assert status.next_backup_at == NOW
+
+
 def test_with_the_schedule_off_age_does_not_matter_and_no_backup_is_scheduled(
     tmp_path: Path,
 ) -> None:
