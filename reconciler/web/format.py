@@ -53,6 +53,11 @@ def when(moment: datetime) -> str:
     return utc(moment).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def day(moment: datetime) -> str:
+    """'2026-12-05' (UTC)."""
+    return utc(moment).strftime("%Y-%m-%d")
+
+
 def machine_time(moment: datetime) -> str:
     return format_time(moment)
 

@@ -32,10 +32,13 @@ from reconciler.usecases.status_model import (
 from reconciler.web import format as fmt
 from reconciler.web.charts import duration_chart, size_chart
 from reconciler.web.markup import (
+    breakable,
+    cell,
     document,
     esc,
     health_word,
     path_segment,
+    short_code,
     status_word,
     table,
     time_tag,
@@ -168,22 +171,63 @@ def _overview(report: StatusReport, links: _Links) -> str:
 def _overview_row(config: ConfigurationStatus, now: datetime, links: _Links) -> str:
     name = esc(config.name)
     last = config.last_success
-    never = "never"
     cells = [
-        f'<td><a href="{esc(links.configuration(config.name))}">{name}</a>'
-        f'<small class="location">{esc(config.location)}</small></td>',
+        cell(
+            "Configuration",
+            f'<a href="{esc(links.configuration(config.name))}">{name}</a>'
+            f'<small class="location">{breakable(config.location)}</small>',
+            "name",
+        ),
         health_word(config.health, tag="td"),
-        f'<td class="why">{esc(config.health_reason)}'
-        f"{_alerts(config.alerts) if config.alerts else ''}</td>",
-        f'<td class="when">{time_tag(last.created_at, now, stacked=True) if last else never}</td>',
-        f'<td class="when">{_next_backup(config, now, stacked=True)}</td>',
-        f"<td>{_last_reconcile(config, now, stacked=True)}</td>",
-        f'<td class="num">{config.backup_count}'
-        f"<small>{esc(fmt.size(config.stored_bytes))}</small></td>",
-        f"<td><code>{esc(config.key_thumbprint)}</code><small>certificate expires"
-        f" {time_tag(config.certificate_not_after)}</small></td>",
+        cell("Why, and alerts", _why(config), "why"),
+        cell(
+            "Last success",
+            time_tag(last.created_at, now, stacked=True) if last else "never",
+            "when",
+        ),
+        cell("Next backup", _next_backup(config, now, stacked=True), "when"),
+        cell("Last reconcile", _last_reconcile_short(config, now), "reconcile"),
+        cell(
+            "Backups",
+            f"{config.backup_count}<small>{esc(fmt.size(config.stored_bytes))}</small>",
+            "num",
+        ),
+        cell(
+            "Key and certificate",
+            f"{short_code(config.key_thumbprint)}<small>certificate expires"
+            f" {_day_tag(config.certificate_not_after)}</small>",
+            "key",
+        ),
     ]
     return f'<tr data-configuration="{name}">{"".join(cells)}</tr>\n'
+
+
+def _why(config: ConfigurationStatus) -> str:
+    """The health's reason, then the alerts; the reason is left out when an
+    alert already says it word for word (it usually does: the worst alert is
+    why the health is what it is)."""
+    said = {a.message for a in config.alerts}
+    reason = "" if config.health_reason in said else f"<p>{esc(config.health_reason)}</p>"
+    return reason + (_alerts(config.alerts) if config.alerts else "")
+
+
+def _day_tag(moment: datetime) -> str:
+    """A date alone, for a moment years away: the minute would be noise."""
+    return f'<time datetime="{esc(fmt.machine_time(moment))}">{esc(fmt.day(moment))}</time>'
+
+
+def _last_reconcile_short(config: ConfigurationStatus, now: datetime) -> str:
+    """The result's word and how long ago, for a narrow cell: the exact time
+    and the message are on the configuration's page."""
+    last = config.last_reconcile
+    if last is None:
+        return '<span class="muted">not yet</span>'
+    when = fmt.when(last.at)
+    return (
+        f"{status_word(last.result)}<small>"
+        f'<time datetime="{esc(fmt.machine_time(last.at))}" title="{esc(when)}">'
+        f"{esc(fmt.relative(last.at, now))}</time></small>"
+    )
 
 
 def _next_backup(config: ConfigurationStatus, now: datetime, stacked: bool = False) -> str:
@@ -194,11 +238,11 @@ def _next_backup(config: ConfigurationStatus, now: datetime, stacked: bool = Fal
     return time_tag(config.next_backup_at, now, stacked=stacked)
 
 
-def _last_reconcile(config: ConfigurationStatus, now: datetime, stacked: bool = False) -> str:
+def _last_reconcile(config: ConfigurationStatus, now: datetime) -> str:
     last = config.last_reconcile
     if last is None:
         return '<span class="muted">not yet</span>'
-    text = f"{status_word(last.result)} {time_tag(last.at, now, stacked=stacked)}"
+    text = f"{status_word(last.result)} {time_tag(last.at, now)}"
     if last.message:
         text += f"<small>{esc(last.message)}</small>"
     return text
@@ -267,7 +311,7 @@ def _facts(config: ConfigurationStatus, now: datetime, links: _Links) -> str:
         else "disabled (backups only when the trigger changes)"
     )
     facts = [
-        ("Location", f"<code>{esc(config.location)}</code>"),
+        ("Location", f"<code>{breakable(config.location)}</code>"),
         ("Repository format", esc(fmt_text)),
         ("Schedule", esc(schedule)),
         ("Last success", last_text),
@@ -342,15 +386,15 @@ def _backup_row(name: str, backup: BackupSummary, now: datetime, links: _Links) 
     if href:
         ident = f'<a href="{esc(href)}">{ident}</a>'
     cells = [
-        f"<td>{ident}</td>",
+        cell("Backup", ident, "name"),
         status_word(backup.status, tag="td"),
-        f'<td class="when">{time_tag(backup.created_at)}</td>',
-        f'<td class="num">{_duration(backup.duration_seconds)}</td>',
-        f'<td class="num">{esc(fmt.size(backup.size_bytes))}</td>',
-        f'<td class="num">{_added(backup.added_bytes)}</td>',
-        f"<td>{esc(backup.trigger)}</td>",
-        f"<td>{esc(_sources_tally(backup.sources))}</td>",
-        f"<td>{_verified(backup)}</td>",
+        cell("Created", time_tag(backup.created_at), "when"),
+        cell("Duration", _duration(backup.duration_seconds), "num"),
+        cell("Size", esc(fmt.size(backup.size_bytes)), "num"),
+        cell("Added", _added(backup.added_bytes), "num"),
+        cell("Trigger", esc(backup.trigger)),
+        cell("Sources", esc(_sources_tally(backup.sources))),
+        cell("Verified", _verified(backup), "verified"),
     ]
     return f'<tr data-backup="{esc(backup.id)}">{"".join(cells)}</tr>\n'
 
@@ -438,12 +482,12 @@ def _backup(
 
 def _source_row(source: SourceSummary) -> str:
     cells = [
-        f"<td>{esc(source.name)}</td>",
-        f"<td>{esc(source.kind)}</td>",
+        cell("Source", esc(source.name), "name"),
+        cell("Kind", esc(source.kind)),
         status_word(source.status, tag="td"),
-        f'<td class="num">{esc(fmt.size(source.size_bytes))}</td>',
-        f'<td class="num">{_added(source.added_bytes)}</td>',
-        f'<td class="num">{source.items}</td>',
-        f'<td class="error">{esc(source.error) if source.error else ""}</td>',
+        cell("Size", esc(fmt.size(source.size_bytes)), "num"),
+        cell("Added", _added(source.added_bytes), "num"),
+        cell("Items", str(source.items), "num"),
+        cell("Error", esc(source.error) if source.error else "", "error"),
     ]
     return f'<tr data-source="{esc(source.name)}">{"".join(cells)}</tr>\n'

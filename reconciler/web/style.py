@@ -42,22 +42,28 @@ th,td{padding:.45rem .6rem;text-align:left;vertical-align:top;border-bottom:1px 
 th{background:var(--panel);font-weight:600;white-space:nowrap}
 tbody tr:last-child td{border-bottom:0}
 td.num,th.num{text-align:right;white-space:nowrap}
-td.when{white-space:nowrap}
+td.reconcile,td.key code,td.key time{white-space:nowrap}
 td.why{min-width:16rem}
-td.why ul.alerts{margin-top:.4rem}
+td.why p{margin:0 0 .4rem}
+td.name{min-width:8rem;max-width:14rem}
+td.name a{overflow-wrap:anywhere}
+td.name small{overflow-wrap:normal}
 td.error{overflow-wrap:anywhere;min-width:12rem}
-#configurations td:first-child,#configurations th:first-child{position:sticky;left:0;
-background:var(--bg);box-shadow:1px 0 0 var(--line)}
-#configurations th:first-child{background:var(--panel)}
-.health,.status,.badge{white-space:nowrap}
+.health,.status,.pill{white-space:nowrap}
 .tone-ok,.health-ok,.tone-warning,.health-warning,.tone-critical,.health-critical,
 .tone-unknown,.health-unknown,.tone-running{font-weight:600}
-span.health,span.status,.badge{display:inline-block;padding:0 .5rem;border-radius:1rem}
+span.health,span.status,.pill{display:inline-block;padding:0 .5rem;border-radius:1rem}
 .tone-ok,.health-ok{color:var(--ok-fg);background:var(--ok-bg)}
 .tone-warning,.health-warning{color:var(--warn-fg);background:var(--warn-bg)}
 .tone-critical,.health-critical{color:var(--crit-fg);background:var(--crit-bg)}
 .tone-unknown,.health-unknown{color:var(--unk-fg);background:var(--unk-bg)}
 .tone-running{color:var(--run-fg);background:var(--run-bg)}
+td.health,td.status{background:none}
+td.health-ok .pill,td.tone-ok .pill{background:var(--ok-bg)}
+td.health-warning .pill,td.tone-warning .pill{background:var(--warn-bg)}
+td.health-critical .pill,td.tone-critical .pill{background:var(--crit-bg)}
+td.health-unknown .pill,td.tone-unknown .pill{background:var(--unk-bg)}
+td.tone-running .pill{background:var(--run-bg)}
 ul.alerts{margin:0;padding:0;list-style:none}
 ul.alerts li{margin:0 0 .35rem;padding:.3rem .5rem;border-radius:4px;border-left:4px solid}
 ul.alerts li.tone-warning{border-color:var(--warn-fg)}
@@ -86,8 +92,25 @@ svg.chart .mark-unknown,svg.chart .mark-running{fill:var(--muted)}
 svg.chart .legend-line{stroke:var(--chart-line);stroke-width:2}
 nav.pager{display:flex;gap:1rem;align-items:baseline;margin:.75rem 0;flex-wrap:wrap}
 @media (max-width:40rem){body{font-size:15px}h1{font-size:1.35rem}
-dl.facts{grid-template-columns:1fr}dl.facts dd{margin-bottom:.4rem}
-th,td{padding:.4rem .45rem}}
+dl.facts{grid-template-columns:1fr;gap:0}dl.facts dd{margin-bottom:.5rem}
+.table-wrap{border:0;overflow:visible}
+table.cards,table.cards tbody,table.cards tr,table.cards td{display:block}
+table.cards thead{position:absolute;width:1px;height:1px;overflow:hidden;
+clip-path:inset(50%);white-space:nowrap}
+table.cards tr{display:grid;grid-template-columns:1fr 1fr;gap:.5rem 1rem;margin:0 0 .75rem;
+padding:.6rem .75rem;border:1px solid var(--line);border-radius:6px}
+table.cards td{padding:0;border:0;min-width:0;max-width:none;text-align:left;white-space:normal}
+table.cards td[data-label]::before{content:attr(data-label);display:block;
+color:var(--muted);font-size:.8125rem;font-weight:400}
+table.cards td.name{grid-row:1;grid-column:1;font-weight:600}
+table.cards td.name small{font-weight:400}
+table.cards td.name::before,table.cards td.health::before,table.cards td.status::before,
+table.cards td.why::before{display:none}
+table.cards td.health,table.cards td.status{grid-row:1;grid-column:2;justify-self:end}
+table.cards td.why,table.cards td.error,table.cards td.key,table.cards td.verified{grid-column:1/-1}
+table.cards td.error:empty{display:none}
+table.cards td.key code{white-space:normal;overflow-wrap:anywhere}
+svg.chart text{font-size:14px}}
 """.strip()
 """Pages are built by string formatting, so this text is the ``<style>`` element's
 content byte for byte; its hash below is what the policy admits."""

@@ -1,10 +1,11 @@
-"""Remake docs/status-page.png, the README's picture of the status page.
+"""Remake docs/status-page.png and docs/status-page-phone.png, the README's
+pictures of the status page's overview on a laptop and on a phone.
 
     .venv/bin/python -m tests.browser.docs_screenshot
 
 The same as the tests do (a daemon serving repositories the real CLI made,
 headless Chromium), with an ordinary failure instead of the tests' hostile
-stderr, at a wide laptop's width."""
+stderr, at a wide laptop's width and at a phone's."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.browser.chromium import Browser, executables, start_driver
+from tests.browser.chromium import PHONE, Browser, executables, start_driver
 from tests.browser.daemon import serving
 from tests.browser.scene import add_failing_configuration, make_history
 from tests.e2e.region import Region
 
-DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "status-page.png"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+DOCS_SCREENSHOT = DOCS / "status-page.png"
+DOCS_PHONE_SCREENSHOT = DOCS / "status-page-phone.png"
 WIDE = {"width": 1440, "height": 900, "deviceScaleFactor": 1, "mobile": False}
 
 
@@ -44,9 +47,12 @@ def main() -> int:
                 served.wait_for_tick()
                 browser.open(f"{served.base}/")
                 shutil.copyfile(browser.screenshot("docs-overview"), DOCS_SCREENSHOT)
+                browser.viewport(PHONE)
+                browser.open(f"{served.base}/")
+                shutil.copyfile(browser.screenshot("docs-overview-phone"), DOCS_PHONE_SCREENSHOT)
         finally:
             driver.quit()
-    print(f"wrote {DOCS_SCREENSHOT}")
+    print(f"wrote {DOCS_SCREENSHOT} and {DOCS_PHONE_SCREENSHOT}")
     return 0
 
 

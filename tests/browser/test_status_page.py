@@ -131,21 +131,57 @@ def test_no_page_loads_anything_from_another_host_nor_runs_a_script(
 def test_the_pages_are_readable_on_a_phone_and_by_a_screen_reader(
     history: Served, browser: Browser
 ) -> None:
+    newest = [b for b in listed(history.region) if b["configuration"] == "inventory"][-1]
+    pages = {
+        "overview": "/",
+        "configuration": "/configurations/inventory",
+        "backup": f"/configurations/inventory/backups/{newest['id']}",
+    }
     browser.viewport(PHONE)
-    browser.open(f"{history.base}/")
-    browser.screenshot("overview-phone")
-    width = browser.driver.execute_script(
-        "return [document.documentElement.scrollWidth, innerWidth]"
-    )
-    assert width[0] <= width[1], f"the overview scrolls sideways on a phone: {width}"
-    for page in ("/", "/configurations/quickstart"):
+    for name, page in pages.items():
         browser.open(history.base + page)
+        browser.screenshot(f"{name}-phone")
+        assert not sideways(browser), f"{page} scrolls sideways on a phone: {sideways(browser)}"
         assert browser.find("html").get_attribute("lang") == "en"
         assert browser.find_all("meta[name=viewport]")
         assert browser.find_all("main")
         assert len(browser.find_all("h1")) == 1
         for table in browser.find_all("table"):
             assert table.find_elements(By.CSS_SELECTOR, "th[scope=col]"), page
+    # Each configuration's health is in sight without scrolling sideways.
+    browser.open(f"{history.base}/")
+    for health in browser.find_all("table#configurations td.health"):
+        right = browser.driver.execute_script(
+            "return arguments[0].getBoundingClientRect().right", health
+        )
+        assert 0 < right <= PHONE["width"], f"{health.text} is off the screen at x={right}"
+
+
+def test_the_overview_fits_a_laptop_without_scrolling_sideways(
+    history: Served, browser: Browser
+) -> None:
+    browser.open(f"{history.base}/")
+    assert not sideways(browser), f"a column is cut off at 1280 px: {sideways(browser)}"
+    # The long values are shortened or wrapped, and whole where one asks.
+    key = browser.find("table#configurations tr[data-configuration=quickstart] td code[title]")
+    assert "…" in key.text and key.text.replace("…", "") != key.get_attribute("title")
+
+
+def sideways(browser: Browser) -> list[str]:
+    """The page, or any table in its frame, that is wider than what shows it."""
+    found: list[str] = browser.driver.execute_script(
+        """
+        const wide = [];
+        const page = document.documentElement;
+        if (page.scrollWidth > innerWidth) wide.push(`page ${page.scrollWidth} > ${innerWidth}`);
+        for (const frame of document.querySelectorAll('.table-wrap')) {
+          if (frame.scrollWidth > frame.clientWidth)
+            wide.push(`${frame.firstElementChild.id} ${frame.scrollWidth} > ${frame.clientWidth}`);
+        }
+        return wide;
+        """
+    )
+    return found
 
 
 def test_a_script_in_a_commands_stderr_is_shown_as_text_and_never_runs(

@@ -9,6 +9,7 @@ import itertools
 import re
 import time
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
@@ -279,3 +280,26 @@ def test_an_empty_report_says_there_is_nothing() -> None:
     assert "No configurations" in parse(render_overview(rep)).text
     page = BackupPage((), 1, 50, 0)
     assert page.pages == 1
+
+
+def test_the_overview_row_stays_short_and_the_configuration_page_has_the_whole_story() -> None:
+    reason = "the share is full"
+    thumbprint = "3945B02E1AAD377F4DB189914E1BAB1BC267C0DA"
+    message = "backup.run: backup 20261205T170547Z-8504b3 PartiallySucceeded: hosts: exit 3"
+    config = configuration(
+        "region-west",
+        Health.CRITICAL,
+        health_reason=reason,
+        alerts=(alert(AlertKind.CAPACITY, reason),),
+        key_thumbprint=thumbprint,
+        last_reconcile=LastReconcile(NOW - timedelta(minutes=3), "failed", message),
+    )
+    row = parse(render_overview(report(config))).one("tr", data_configuration="region-west")
+    assert row.one("td", cls="why").text.count(reason) == 1, "the alert says it once"
+    key = row.one("code", title=thumbprint)
+    assert key.text == "3945B02E…C0DA"
+    assert message not in row.text and "failed" in row.text and "3 min ago" in row.text
+    assert all(td.attrs.get("data-label") for td in row.find_all("td")), "labels for the cards"
+
+    page = parse(render_configuration(config, NOW)).one("main")
+    assert thumbprint in page.text and message in page.text
