@@ -21,6 +21,7 @@ COMMANDS = {
     "keys": "reconciler.cli.keys",
     "verify": "reconciler.cli.verify",
     "daemon": "reconciler.cli.daemon",
+    "status": "reconciler.cli.status",
 }
 """Each command and the module that defines it (as a function of the same name)."""
 

@@ -24,13 +24,14 @@ from pathlib import Path
 
 from reconciler.backup.engine import SourceEvent
 from reconciler.daemon.clock import Clock
-from reconciler.daemon.due import next_due_time
 from reconciler.daemon.health import Health
 from reconciler.daemon.logs import EventLog
 from reconciler.daemon.metrics import DaemonMetrics, ReconcileResult
+from reconciler.daemon.state import DaemonState
 from reconciler.errors import BackupctlError, ConfigError, LockedError, StorageError
 from reconciler.reconcile.apply import Outcome, OutcomeStatus
 from reconciler.reconcile.plan import ConfigurationPlan
+from reconciler.reconcile.policy.schedule import next_due_time
 from reconciler.reconcile.prepared import Prepared, prepare
 from reconciler.reconcile.session import reconcile
 from reconciler.repository.records import BackupRecord
@@ -62,6 +63,7 @@ class Daemon:
         health: Health | None = None,
         jitter: float | None = None,
         rng: random.Random | None = None,
+        state: DaemonState | None = None,
     ) -> None:
         self._path = config_path
         self._interval = timedelta(seconds=interval)
@@ -75,6 +77,8 @@ class Daemon:
         self._reported_problem: str | None = None
         self._busy = False
         self.stop_event = threading.Event()
+        self.state = state or DaemonState()
+        """What the loop is doing and last did, for the status page."""
 
     # ------------------------------------------------------------- control
 
@@ -139,12 +143,10 @@ class Daemon:
             try:
                 due = self._reconcile(config)
             except Exception as exc:  # a bug in one configuration must not stop the others
-                self._log.error(
-                    "reconcile.failed",
-                    f"unexpected internal error: {type(exc).__name__}: {exc}",
-                    config.name,
-                )
+                message = f"unexpected internal error: {type(exc).__name__}: {exc}"
+                self._log.error("reconcile.failed", message, config.name)
                 self._metrics.reconciled(config.name, ReconcileResult.FAILED, None, True)
+                self.state.reconciled(config.name, self._clock.now(), "failed", message, exc)
                 continue
             if due is not None:
                 dues.append(due)
@@ -180,6 +182,7 @@ class Daemon:
         for config in configs:
             self._metrics.certificate_seen(config.name, config.encryption.certificate.not_after)
         self._configs = configs
+        self.state.adopted(configs)
         self._log.mask(_secret_values(configs))
         names = ", ".join(c.name for c in configs)
         plural = "s" if len(configs) != 1 else ""
@@ -192,42 +195,52 @@ class Daemon:
         backup. Our own errors are logged and counted here; raises only for bugs
         (and DaemonStopping)."""
         name = config.name
+        started = self._clock.now()
         try:
             prepared = prepare(config)
         except BackupctlError as exc:  # a secret that does not resolve, say
             self._log.error("reconcile.failed", str(exc), name)
             self._metrics.reconciled(name, ReconcileResult.FAILED, None, storage_ok=False)
+            self.state.reconciled(name, started, ReconcileResult.FAILED, str(exc), exc)
             return None
         try:
             plan, outcomes = reconcile(
                 prepared,
-                self._clock.now(),
+                started,
                 lock_command=LOCK_COMMAND,
                 on_plan=self._log_plan,
                 on_outcome=lambda outcome: self._log_outcome(name, outcome),
-                on_source=lambda event: self._log_source(name, event),
+                on_source=lambda event: self._log_source(config, event),
                 heartbeat=self._beat,
+                on_bytes=lambda count: self.state.bytes_stored(name, count),
             )
         except LockedError as exc:
             self._log.warning("reconcile.locked", str(exc), name)
             self._metrics.reconciled(name, ReconcileResult.LOCKED, None, storage_ok=True)
+            self.state.reconciled(name, started, ReconcileResult.LOCKED, str(exc))
             # The gauges still follow the repository (another replica is writing it).
             return self._observe_after(prepared)
         except BackupctlError as exc:
             self._log.error("reconcile.failed", str(exc), name)
             storage_ok = not isinstance(exc, StorageError)
             self._metrics.reconciled(name, ReconcileResult.FAILED, None, storage_ok)
+            self.state.reconciled(name, started, ReconcileResult.FAILED, str(exc), exc)
             return None
-        self._record(name, plan, outcomes)
+        self._record(name, started, plan, outcomes)
         return self._observe_after(prepared)
 
-    def _record(self, name: str, plan: ConfigurationPlan, outcomes: list[Outcome]) -> None:
+    def _record(
+        self, name: str, started: datetime, plan: ConfigurationPlan, outcomes: list[Outcome]
+    ) -> None:
         not_done = [o for o in outcomes if o.status is not OutcomeStatus.DONE]
         for outcome in outcomes:
             if outcome.backup is not None:
                 self._metrics.backup_made(name, outcome.backup)
         result = ReconcileResult.FAILED if not_done else ReconcileResult.SUCCESS
         self._metrics.reconciled(name, result, len(not_done), storage_ok=True)
+        first = not_done[0] if not_done else None
+        message = None if first is None else f"{first.action.name}: {first.message}"
+        self.state.reconciled(name, started, result, message)
         if plan.actions:
             summary = f"{len(outcomes) - len(not_done)} of {len(outcomes)} actions done"
             if not_done:
@@ -259,6 +272,7 @@ class Daemon:
 
     def _log_outcome(self, name: str, outcome: Outcome) -> None:
         self._beat()
+        self.state.outcome(name, outcome)
         message = f"{outcome.action.name}: {outcome.message}"
         event = f"action.{outcome.status}"
         if outcome.status is OutcomeStatus.DONE:
@@ -268,8 +282,10 @@ class Daemon:
         else:
             self._log.error(event, message, name)
 
-    def _log_source(self, name: str, event: SourceEvent) -> None:
+    def _log_source(self, config: BackupConfiguration, event: SourceEvent) -> None:
         self._beat()
+        self.state.source_event(config, event, self._clock.now())
+        name = config.name
         result = event.result
         if result is None:
             return

@@ -72,6 +72,9 @@ class Outcome:
     status: OutcomeStatus
     message: str
     backup: BackupRecord | None = None
+    error: BackupctlError | None = None
+    """What made the action fail, when an error did (the status page tells a
+    full disk from an unreachable server by it)."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,7 @@ def _execute(action: Action, context: ApplyContext) -> Outcome:
     try:
         return _dispatch(action, context)
     except BackupctlError as exc:
-        return Outcome(action, OutcomeStatus.FAILED, str(exc))
+        return Outcome(action, OutcomeStatus.FAILED, str(exc), error=exc)
 
 
 def _dispatch(action: Action, context: ApplyContext) -> Outcome:
@@ -194,7 +197,7 @@ def _init(action: InitRepository, context: ApplyContext) -> Outcome:
 
 
 def _initial_index_key(context: ApplyContext) -> IndexKeyRecord:
-    """A new repository's index key: the configured one, else the previous
+    """A new (or upgraded) repository's index key: the configured one, else the previous
     location's (so that its format 2 backups move without being re-chunked),
     else a new one."""
     encryption = context.config.encryption
@@ -209,11 +212,9 @@ def _initial_index_key(context: ApplyContext) -> IndexKeyRecord:
 
 
 def _upgrade(action: UpgradeRepository, context: ApplyContext) -> Outcome:
-    encryption = context.config.encryption
-    _key, index_key = new_index_key_record(
-        configured_index_key(context.config), encryption.certificate
-    )
-    context.repository.upgrade(index_key, context.now)
+    # As for a new repository: the previous location's key when migrating, so
+    # that its format 2 backups can be copied in without being re-chunked.
+    context.repository.upgrade(_initial_index_key(context), context.now)
     return Outcome(
         action,
         OutcomeStatus.DONE,

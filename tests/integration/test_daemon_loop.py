@@ -10,6 +10,8 @@ import gc
 import io
 import json
 import shutil
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,6 +29,8 @@ from reconciler.repository.records import dumps
 from reconciler.repository.store import Repository
 from reconciler.storage.local import LocalStorage
 from reconciler.timeutil import format_time
+from reconciler.usecases.status import build_status
+from reconciler.usecases.status_model import AlertKind, ConfigurationStatus, Health
 
 DEMO_CERT = Path(__file__).resolve().parents[2] / "examples" / "keys" / "demo-backup.cer"
 T0 = datetime(2026, 11, 20, 0, 0, tzinfo=UTC)
@@ -251,3 +255,88 @@ def test_a_daemon_keeps_nothing_out_of_the_collector_between_cycles(site: Site) 
     assert gc.get_freeze_count() == 0
     site.backups()  # reads the catalog as a cycle does
     assert gc.get_freeze_count() == 0
+
+
+# ------------------------------------------------------------------ the status page's view
+
+# Well over the 16 MiB format 2 seals ahead of storing: some bytes are stored
+# while the command still waits for the gate.
+GATED_SOURCE = """\
+    - name: slow
+      command:
+        backup: [sh, -c, "head -c 64000000 /dev/urandom; until [ -e gate ]; do sleep 0.02; done"]
+"""
+
+
+def status_now(daemon: Daemon, now: datetime) -> dict[str, ConfigurationStatus]:
+    """What the status page shows, built from the daemon's snapshot as the web server does."""
+    snapshot = daemon.state.snapshot()
+    report = build_status(snapshot.configurations, now, snapshot.activity)
+    return {c.name: c for c in report.configurations}
+
+
+def test_the_status_page_sees_each_reconcile_and_what_its_failure_was(site: Site) -> None:
+    site.write(extra=FAILING_SOURCE)
+    site.write(name="broken", storage="../no-such-share")
+    start = datetime.now(UTC).replace(microsecond=0)  # the demo certificate is valid now
+    clock = VirtualClock(start)
+    daemon = site.daemon(clock, HOUR)
+    daemon.load()
+    assert daemon.state.snapshot().activity == {}
+    daemon.tick()
+    shown = status_now(daemon, clock.now())
+    region = shown["region"]
+    assert region.last_reconcile is not None and region.last_reconcile.result == "failed"
+    assert region.last_reconcile.at == start
+    # The failed source is the catalog's alert; the reconcile's failure is not said twice.
+    none_succeeded, failed_source = region.alerts
+    assert (none_succeeded.severity, failed_source.severity) == (Health.CRITICAL, Health.WARNING)
+    assert "holds no Succeeded backup" in none_succeeded.message
+    assert "vault is sealed" in failed_source.message
+    assert region.running is None
+    broken = shown["broken"]
+    assert broken.health is Health.CRITICAL
+    assert [(a.kind, a.severity) for a in broken.alerts] == [
+        (AlertKind.PATH_OR_PERMISSION, Health.CRITICAL),
+        (AlertKind.CONNECTIVITY, Health.WARNING),
+    ]
+    assert "no-such-share" in broken.alerts[1].message
+    site.write()  # the failing source is gone
+    (site.configs / "broken.yaml").unlink()
+    daemon.tick()
+    shown = status_now(daemon, clock.now())
+    assert list(shown) == ["region"]
+    assert set(daemon.state.snapshot().activity) == {"region"}
+    assert shown["region"].last_reconcile is not None
+    assert shown["region"].last_reconcile.result == "success"
+    assert shown["region"].last_reconcile.message is None
+
+
+def test_a_backup_in_progress_is_seen_from_another_thread_and_ends_with_its_reconcile(
+    site: Site,
+) -> None:
+    site.write(extra=GATED_SOURCE)
+    clock = VirtualClock(datetime.now(UTC))
+    daemon = site.daemon(clock, HOUR)
+    daemon.load()
+    ticking = threading.Thread(target=daemon.tick)
+    ticking.start()
+    try:
+        deadline = time.monotonic() + 30
+        progress = None
+        while time.monotonic() < deadline:
+            progress = status_now(daemon, clock.now())["region"].running
+            if progress is not None and progress.source == "slow" and progress.bytes_stored:
+                break
+            time.sleep(0.02)
+        assert progress is not None and progress.source == "slow", progress
+        assert (progress.sources_done, progress.sources_total) == (1, 2)
+        assert progress.bytes_stored > 0
+        assert progress.backup_id is not None  # the catalog's Running entry names it
+    finally:
+        (site.configs / "gate").touch()
+        ticking.join(timeout=60)
+    region = status_now(daemon, clock.now())["region"]
+    assert region.running is None
+    assert region.last_success is not None and region.last_success.id == progress.backup_id
+    assert region.health is Health.OK

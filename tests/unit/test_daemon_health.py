@@ -9,8 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from reconciler.daemon.health import Health, MetricsServer
+from reconciler.daemon.health import Health
 from reconciler.daemon.metrics import DaemonMetrics, ReconcileResult
+from reconciler.daemon.server import HttpServer
 
 
 class Monotonic:
@@ -34,7 +35,7 @@ def served() -> Iterator[tuple[str, Health, Monotonic, DaemonMetrics]]:
     clock = Monotonic()
     health = Health(stalled_after=90, monotonic=clock)
     metrics = DaemonMetrics()
-    server = MetricsServer("127.0.0.1", 0, metrics.exposition, health)
+    server = HttpServer("127.0.0.1", 0, metrics.exposition, health)
     server.start()
     yield f"http://{server.address}", health, clock, metrics
     server.stop()

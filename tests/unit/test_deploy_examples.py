@@ -59,6 +59,27 @@ def test_the_kubernetes_daemon_runs_two_replicas_with_a_health_probe() -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
 
+def test_the_kubernetes_daemon_guards_its_status_page_with_a_mounted_token() -> None:
+    """It listens on the pod's address, where the daemon refuses to start without one."""
+    [deployment] = yaml.safe_load_all(
+        (DEPLOY / "kubernetes" / "deployment-daemon.yaml").read_text()
+    )
+    [container] = containers(deployment)
+    args = container["args"]
+    assert args[args.index("--listen") + 1].startswith("0.0.0.0:")
+    token = Path(args[args.index("--auth-token-file") + 1])
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    [name] = [n for n, path in mounts.items() if Path(path) == token.parent]
+    secret = volumes[name]["secret"]["secretName"]
+    secrets = [
+        d
+        for d in yaml.safe_load_all((DEPLOY / "kubernetes" / "configuration.yaml").read_text())
+        if d and d["kind"] == "Secret" and d["metadata"]["name"] == secret
+    ]
+    assert token.name in secrets[0]["stringData"]
+
+
 @pytest.mark.parametrize(
     "unit", sorted((DEPLOY / "systemd").glob("*.service")), ids=lambda p: p.name
 )

@@ -28,7 +28,9 @@ from reconciler.crypto.keyring import KeyRing
 from reconciler.crypto.keys import PrivateKey, create_key_pair, load_private_key
 from reconciler.dedup.keys import IndexKey
 from reconciler.errors import ConfigError, UnreachableError
-from reconciler.reconcile.apply import index_keys
+from reconciler.reconcile.actions import UpgradeRepository
+from reconciler.reconcile.apply import ApplyContext, OutcomeStatus, apply_plan, index_keys
+from reconciler.reconcile.plan import ConfigurationPlan
 from reconciler.repository.keyfiles import new_index_key_record
 from reconciler.repository.layout import DELTAS_DIR, PACKS_DIR
 from reconciler.repository.records import BackupRecord, BackupStatus
@@ -367,3 +369,25 @@ def test_a_damaged_pack_trailer_fails_the_full_verify_too(site: Site, tmp_path: 
     full = verify_backup(site.repository, record.id, site.ring, {}, tmp_path)
     assert keyless.damaged and full.damaged
     assert "trailer" in full.problems[0]
+
+
+def test_upgrading_while_migrating_takes_the_previous_locations_index_key(site: Site) -> None:
+    target = Repository(MemoryStorage("target"), site.config.name)
+    target.storage.ensure_root()
+    target.initialize(applied(site.config), T0)
+    context = ApplyContext(
+        repository=target,
+        config=site.config,
+        now=T0,
+        real_now=T0,
+        credentials=None,
+        previous_location=site.repository,
+    )
+    outcome = apply_plan(
+        ConfigurationPlan(site.config.name, "target", T0, (UpgradeRepository("r", False, 0),)),
+        context,
+    )
+    assert [o.status for o in outcome] == [OutcomeStatus.DONE]
+    upgraded, previous = target.read_index_key(), site.repository.read_index_key()
+    assert upgraded is not None and previous is not None
+    assert upgraded.check == previous.check

@@ -7,8 +7,11 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.daemon.due import next_due_time
-from reconciler.reconcile.policy.schedule import scheduled_backup_due, trigger_due
+from reconciler.reconcile.policy.schedule import (
+    next_due_time,
+    scheduled_backup_due,
+    trigger_due,
+)
 from reconciler.repository.records import BackupRecord, BackupStatus
 from reconciler.spec.model import Schedule
 

@@ -89,6 +89,24 @@ def schedule_turning_points(
     return tuple(m for m in moments if m is not None)
 
 
+def next_due_time(
+    schedule: Schedule, backups: tuple[BackupRecord, ...], now: datetime
+) -> datetime | None:
+    """The first moment after ``now`` at which the schedule asks for a backup,
+    assuming nothing else happens until then; None when there is none (the
+    schedule is off, or a backup is due already and the next tick runs it).
+
+    What the daemon wakes for and what the status page shows as the next
+    backup: the first future turning point at which ``scheduled_backup_due``
+    says "due", so neither can disagree with the planner."""
+    due = [
+        moment
+        for moment in schedule_turning_points(schedule, backups, now)
+        if moment > now and scheduled_backup_due(schedule, backups, moment)
+    ]
+    return min(due, default=None)
+
+
 def trigger_due(desired: str, last_applied: str | None) -> Due | None:
     """A Due when the operator changed ``spec.trigger`` since it was last applied.
 
